@@ -1,0 +1,89 @@
+"""Shared fixtures: a fresh PostgreSQL database per test run, and the Temporal servers.
+
+Like temporalio/samples-python, `--server=time-skipping` (default) or `--server=dev` chooses which
+real Temporal server the whole suite runs against.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from store.db import create_pool, migrate
+from store.embedded import server_answers, start_embedded_postgres
+
+ADMIN_DSN = os.environ.get("PROVE_TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--server",
+        default="time-skipping",
+        choices=["time-skipping", "dev"],
+        help="which real Temporal server the tests run against",
+    )
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+async def admin_dsn() -> AsyncIterator[str]:
+    """The machine's PostgreSQL when it answers, else an embedded one for this run."""
+    if await server_answers(ADMIN_DSN):
+        yield ADMIN_DSN
+        return
+    folder = Path(tempfile.mkdtemp(prefix="prove-pg-"))
+    server, dsn = start_embedded_postgres(folder)
+    try:
+        yield dsn
+    finally:
+        server.cleanup()
+
+
+def _with_database(dsn: str, name: str) -> str:
+    base, _, _ = dsn.rpartition("/")
+    query = ""
+    if "?" in dsn:
+        query = "?" + dsn.split("?", 1)[1]
+    return f"{base}/{name}{query}"
+
+
+@pytest.fixture(scope="session")
+async def database_url(admin_dsn: str) -> AsyncIterator[str]:
+    """A database of its own for this test run, migrated, dropped afterwards."""
+    name = f"prove_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    dsn = _with_database(admin_dsn, name)
+    await migrate(dsn)
+    try:
+        yield dsn
+    finally:
+        admin = await asyncpg.connect(admin_dsn)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url, max_size=20)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+def tmp_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory() as folder:
+        yield Path(folder)
