@@ -258,8 +258,14 @@ class TrialStart(BaseModel):
     proposer_id: PersonId
     proposal: Proposal
     submitted_at: datetime | None = None
-    carried: TrialView | None = None
-    pending_adapt: bool = False
+    carried: TrialView | None = Field(
+        default=None, description="State carried over by continue-as-new."
+    )
+    history_event_limit: int = Field(
+        default=10_000,
+        ge=20,
+        description="Continue as new once history grows past this (or when Temporal suggests).",
+    )
 
 
 class ApproverQuery(BaseModel):

@@ -16,12 +16,12 @@ def start_embedded_postgres(data_dir: Path) -> tuple[Any, str]:
     return server, server.get_uri()
 
 
-async def server_answers(dsn: str, timeout: float = 2.0) -> bool:
+async def server_answers(dsn: str, wait_seconds: float = 2.0) -> bool:
     """True when a PostgreSQL server accepts a connection at dsn."""
     import asyncpg
 
     try:
-        conn = await asyncio.wait_for(asyncpg.connect(dsn), timeout)
+        conn = await asyncio.wait_for(asyncpg.connect(dsn), wait_seconds)
     except (TimeoutError, OSError, asyncpg.PostgresError):
         return False
     await conn.close()

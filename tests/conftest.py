@@ -14,9 +14,15 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 
 from store.db import create_pool, migrate
 from store.embedded import server_answers, start_embedded_postgres
+from tests.factory import TestOrg, make_org
+from trial_client.client import TrialClient
+from workers.binaries import temporal_cli, temporal_test_server
+from workers.worker import build_worker
 
 ADMIN_DSN = os.environ.get("PROVE_TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -87,3 +93,51 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 def tmp_dir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory() as folder:
         yield Path(folder)
+
+
+# ---------------------------------------------------------------- Temporal
+
+
+@pytest.fixture(scope="session")
+def server_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.config.getoption("--server"))
+
+
+@pytest.fixture(scope="session")
+async def env(server_kind: str) -> AsyncIterator[WorkflowEnvironment]:
+    """A real Temporal server for the whole run: time-skipping (Java test server) or dev (CLI)."""
+    if server_kind == "dev":
+        environment = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=temporal_cli(),
+            data_converter=pydantic_data_converter,
+            dev_server_log_level="error",
+        )
+    else:
+        environment = await WorkflowEnvironment.start_time_skipping(
+            test_server_existing_path=temporal_test_server(),
+            data_converter=pydantic_data_converter,
+        )
+    try:
+        yield environment
+    finally:
+        await environment.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def task_queue(env: WorkflowEnvironment, pool: asyncpg.Pool) -> AsyncIterator[str]:
+    """A worker serving the trial workflow for the whole run, on a queue of its own."""
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    worker = build_worker(env.client, pool, queue)
+    async with worker:
+        yield queue
+
+
+@pytest.fixture(scope="session")
+def trials(env: WorkflowEnvironment, pool: asyncpg.Pool, task_queue: str) -> TrialClient:
+    return TrialClient(env.client, pool, task_queue)
+
+
+@pytest.fixture
+async def org(pool: asyncpg.Pool) -> TestOrg:
+    """A fresh organisation with a three-level unit tree (see tests/factory.py)."""
+    return await make_org(pool)

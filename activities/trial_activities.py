@@ -1,0 +1,63 @@
+"""Side effects of the trial workflow: directory look-ups and recording events.
+
+Each activity is idempotent; bad input fails it as non-retryable so a workflow never retries forever
+on data that cannot become valid.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from schemas.directory import EligibleApprover, EscalationTarget
+from schemas.errors import RefusalType
+from schemas.policy import Policy
+from schemas.trial import ApproverQuery, EscalationQuery, RecordEventInput
+from store import directory_queries, read_model
+
+
+class TrialActivities:
+    """Activities bound to one connection pool (one per worker process)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @activity.defn(name="load_policy")
+    async def load_policy(self, organisation_id: str) -> Policy:
+        policy = await directory_queries.organisation_policy(self.pool, organisation_id)
+        if policy is None:
+            raise ApplicationError(
+                f"organisation_id: unknown organisation {organisation_id!r}",
+                type=RefusalType.NOT_FOUND.value,
+                non_retryable=True,
+            )
+        return policy
+
+    @activity.defn(name="resolve_approvers")
+    async def resolve_approvers(self, query: ApproverQuery) -> list[EligibleApprover]:
+        return await directory_queries.eligible_approvers(
+            self.pool, query.organisation_id, query.unit_id, query.on
+        )
+
+    @activity.defn(name="resolve_escalation")
+    async def resolve_escalation(self, query: EscalationQuery) -> EscalationTarget | None:
+        return await directory_queries.escalation_target(self.pool, query)
+
+    @activity.defn(name="record_event")
+    async def record_event(self, item: RecordEventInput) -> bool:
+        if item.event.trial_id != item.view.trial_id:
+            raise ApplicationError(
+                "event.trial_id: does not match the view's trial",
+                type=RefusalType.INVALID.value,
+                non_retryable=True,
+            )
+        return await read_model.record_event(self.pool, item)
+
+    def all(self) -> list[object]:
+        return [
+            self.load_policy,
+            self.resolve_approvers,
+            self.resolve_escalation,
+            self.record_event,
+        ]

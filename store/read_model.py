@@ -1,0 +1,132 @@
+"""Projection of trial events into PostgreSQL: audit trail, current row and outbox at once.
+
+Keyed by (trial_id, seq) and by notification key, so an activity retried after a crash writes
+nothing new, and the current row only ever moves forward to the view of a higher seq.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from schemas.trial import EventKind, RecordEventInput
+
+
+class OutOfOrderEvent(RuntimeError):
+    """An event arrived before its predecessor; retrying lets the predecessor land first."""
+
+
+def notification_key(trial_id: str, seq: int, kind: str, recipient_id: str) -> str:
+    return f"{trial_id}:{seq}:{kind}:{recipient_id}"
+
+
+async def record_event(pool: asyncpg.Pool, item: RecordEventInput) -> bool:
+    """Write the event, the trial's row and its notifications; False when it was already written."""
+    event, view = item.event, item.view
+    data = event.data
+    async with pool.acquire() as conn, conn.transaction():
+        if event.seq > 1:
+            previous = await conn.fetchval(
+                "SELECT 1 FROM trial_events WHERE trial_id = $1 AND seq = $2",
+                event.trial_id,
+                event.seq - 1,
+            )
+            if previous is None:
+                exists = await conn.fetchval(
+                    "SELECT 1 FROM trial_events WHERE trial_id = $1 AND seq = $2",
+                    event.trial_id,
+                    event.seq,
+                )
+                if exists is None:
+                    raise OutOfOrderEvent(
+                        f"event {event.seq} of {event.trial_id} before its predecessor"
+                    )
+        inserted = await conn.fetchval(
+            """
+            INSERT INTO trial_events
+                (trial_id, seq, iteration, kind, phase, actor_id, on_behalf_of, occurred_at, data)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            ON CONFLICT (trial_id, seq) DO NOTHING
+            RETURNING seq
+            """,
+            event.trial_id,
+            event.seq,
+            event.iteration,
+            event.kind.value,
+            event.phase.value,
+            event.actor_id,
+            event.on_behalf_of,
+            event.occurred_at,
+            data,
+        )
+        if inserted is None:
+            return False
+        await conn.execute(
+            """
+            INSERT INTO trials (id, workflow_id, organisation_id, unit_id, proposer_id, title,
+                                phase,
+                                iteration, stalled, escalation_level, last_seq, created_at,
+                                last_activity_at, view)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+            ON CONFLICT (id) DO UPDATE SET
+                unit_id = EXCLUDED.unit_id, title = EXCLUDED.title, phase = EXCLUDED.phase,
+                iteration = EXCLUDED.iteration, stalled = EXCLUDED.stalled,
+                escalation_level = EXCLUDED.escalation_level, last_seq = EXCLUDED.last_seq,
+                last_activity_at = EXCLUDED.last_activity_at, view = EXCLUDED.view
+            WHERE trials.last_seq < EXCLUDED.last_seq
+            """,
+            view.trial_id,
+            view.workflow_id,
+            view.organisation_id,
+            view.unit_id,
+            view.proposer_id,
+            view.proposal.title,
+            view.phase.value,
+            view.iteration,
+            view.stalled,
+            view.escalation_level,
+            event.seq,
+            view.created_at,
+            event.occurred_at,
+            view.model_dump(mode="json"),
+        )
+        if event.kind is EventKind.CHECKED_IN and event.actor_id:
+            measures = data.get("measures") or {}
+            await conn.executemany(
+                """
+                INSERT INTO trial_measures (trial_id, seq, measure, value, reported_by, reported_at)
+                VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
+                """,
+                [
+                    (
+                        event.trial_id,
+                        event.seq,
+                        name,
+                        float(value),
+                        event.actor_id,
+                        event.occurred_at,
+                    )
+                    for name, value in measures.items()
+                ],
+            )
+        if event.notifications:
+            await conn.executemany(
+                """
+                INSERT INTO notifications (idempotency_key, trial_id, event_seq, organisation_id,
+                                           recipient_id, kind)
+                VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING
+                """,
+                [
+                    (
+                        notification_key(
+                            str(event.trial_id), event.seq, n.kind.value, n.recipient_id
+                        ),
+                        event.trial_id,
+                        event.seq,
+                        view.organisation_id,
+                        n.recipient_id,
+                        n.kind.value,
+                    )
+                    for n in event.notifications
+                ],
+            )
+    return True

@@ -1,0 +1,61 @@
+"""Small helpers for driving trials in tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, timedelta
+from uuid import UUID
+
+import asyncpg
+from temporalio.testing import WorkflowEnvironment
+
+from schemas.commands import Actor
+from schemas.trial import TrialView
+from trial_client.client import TrialClient
+from workflows.calendar import BusinessCalendar
+
+
+def as_(person_id: str, on_behalf_of: str | None = None) -> Actor:
+    return Actor(person_id=person_id, on_behalf_of=on_behalf_of)
+
+
+async def today(env: WorkflowEnvironment) -> date:
+    """The server's current day in Copenhagen (time-skipping moves it)."""
+    return BusinessCalendar.today(await env.get_current_time())
+
+
+async def wait_for(
+    env: WorkflowEnvironment,
+    trials: TrialClient,
+    trial_id: UUID,
+    predicate: Callable[[TrialView], bool],
+    *,
+    step: timedelta = timedelta(seconds=1),
+    attempts: int = 60,
+) -> TrialView:
+    """Let server time pass in steps until the trial's view satisfies predicate."""
+    for _ in range(attempts):
+        view = await trials.view(trial_id)
+        if predicate(view):
+            return view
+        await env.sleep(step)
+    view = await trials.view(trial_id)
+    assert predicate(view), f"condition never held; trial is {view.phase} ({view.last_seq} events)"
+    return view
+
+
+async def events_of(pool: asyncpg.Pool, trial_id: UUID) -> list[asyncpg.Record]:
+    return await pool.fetch(
+        "SELECT * FROM trial_events WHERE trial_id = $1 ORDER BY seq", trial_id
+    )
+
+
+async def kinds_of(pool: asyncpg.Pool, trial_id: UUID) -> list[str]:
+    return [r["kind"] for r in await events_of(pool, trial_id)]
+
+
+async def outbox_of(pool: asyncpg.Pool, trial_id: UUID) -> list[tuple[str, str]]:
+    rows = await pool.fetch(
+        "SELECT recipient_id, kind FROM notifications WHERE trial_id = $1 ORDER BY id", trial_id
+    )
+    return [(r["recipient_id"], r["kind"]) for r in rows]
