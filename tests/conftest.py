@@ -141,3 +141,13 @@ def trials(env: WorkflowEnvironment, pool: asyncpg.Pool, task_queue: str) -> Tri
 async def org(pool: asyncpg.Pool) -> TestOrg:
     """A fresh organisation with a three-level unit tree (see tests/factory.py)."""
     return await make_org(pool)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of long timers need the time-skipping server; skip them on the dev server."""
+    if config.getoption("--server") != "dev":
+        return
+    skip = pytest.mark.skip(reason="needs the time-skipping server")
+    for item in items:
+        if "time_skipping_only" in item.keywords:
+            item.add_marker(skip)

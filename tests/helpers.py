@@ -45,9 +45,7 @@ async def wait_for(
 
 
 async def events_of(pool: asyncpg.Pool, trial_id: UUID) -> list[asyncpg.Record]:
-    return await pool.fetch(
-        "SELECT * FROM trial_events WHERE trial_id = $1 ORDER BY seq", trial_id
-    )
+    return await pool.fetch("SELECT * FROM trial_events WHERE trial_id = $1 ORDER BY seq", trial_id)
 
 
 async def kinds_of(pool: asyncpg.Pool, trial_id: UUID) -> list[str]:
@@ -59,3 +57,13 @@ async def outbox_of(pool: asyncpg.Pool, trial_id: UUID) -> list[tuple[str, str]]
         "SELECT recipient_id, kind FROM notifications WHERE trial_id = $1 ORDER BY id", trial_id
     )
     return [(r["recipient_id"], r["kind"]) for r in rows]
+
+
+async def accepted_updates(env: WorkflowEnvironment, workflow_id: str) -> int:
+    """How many updates made it into the workflow's history (refused ones never do)."""
+    history = await env.client.get_workflow_handle(workflow_id).fetch_history()
+    return sum(
+        1
+        for e in history.events
+        if e.HasField("workflow_execution_update_accepted_event_attributes")
+    )

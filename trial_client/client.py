@@ -171,11 +171,14 @@ class TrialClient:
         except WorkflowUpdateFailedError as error:
             raise _refusal_from(error) from None
         except RPCError as error:
-            if error.status is RPCStatusCode.NOT_FOUND:
-                raise TrialNotFound(str(trial_id)) from None
-            if error.status is RPCStatusCode.FAILED_PRECONDITION:
+            if error.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                phase = await self.pool.fetchval("SELECT phase FROM trials WHERE id = $1", trial_id)
+                if phase is None:
+                    raise TrialNotFound(str(trial_id)) from None
                 raise TrialRefused(
-                    RefusalType.PHASE_CONFLICT, "phase: the trial has ended", "phase"
+                    RefusalType.PHASE_CONFLICT,
+                    f"phase: the trial is {phase} and has ended; it takes no more commands",
+                    "phase",
                 ) from None
             raise
         return result
