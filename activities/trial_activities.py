@@ -6,6 +6,9 @@ on data that cannot become valid.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -54,7 +57,7 @@ class TrialActivities:
             )
         return await read_model.record_event(self.pool, item)
 
-    def all(self) -> list[object]:
+    def all(self) -> list[Callable[..., Any]]:
         return [
             self.load_policy,
             self.resolve_approvers,

@@ -64,15 +64,30 @@ def directory_for(
     ids = {
         name: f"{o}.{name.replace('_', '-')}"
         for name in (
-            "director", "area_chief", "lead_a", "lead_b", "other_lead",
-            "proposer", "part1", "part2", "outsider", "deputy",
+            "director",
+            "area_chief",
+            "lead_a",
+            "lead_b",
+            "other_lead",
+            "proposer",
+            "part1",
+            "part2",
+            "outsider",
+            "deputy",
         )
     }
     units = {"top": f"{o}.top", "area": f"{o}.area", "team": f"{o}.team", "other": f"{o}.other"}
     home = {
-        "director": "top", "area_chief": "area", "lead_a": "team", "lead_b": "team",
-        "other_lead": "other", "proposer": "team", "part1": "team", "part2": "team",
-        "outsider": "other", "deputy": "team",
+        "director": "top",
+        "area_chief": "area",
+        "lead_a": "team",
+        "lead_b": "team",
+        "other_lead": "other",
+        "proposer": "team",
+        "part1": "team",
+        "part2": "team",
+        "outsider": "other",
+        "deputy": "team",
     }
     people = [
         Person(
@@ -92,15 +107,21 @@ def directory_for(
         units=[
             Unit(id=units["top"], name="Direktion", leaders=[ids["director"]]),
             Unit(
-                id=units["area"], name="Sundhed", parent=units["top"],
+                id=units["area"],
+                name="Sundhed",
+                parent=units["top"],
                 leaders=[ids["area_chief"]] if area_has_leader else [],
             ),
             Unit(
-                id=units["team"], name="Hjemmepleje Nord", parent=units["area"],
+                id=units["team"],
+                name="Hjemmepleje Nord",
+                parent=units["area"],
                 leaders=[ids["lead_a"], ids["lead_b"]],
             ),
             Unit(
-                id=units["other"], name="Plejecenter", parent=units["area"],
+                id=units["other"],
+                name="Plejecenter",
+                parent=units["area"],
                 leaders=[ids["other_lead"]],
             ),
         ],

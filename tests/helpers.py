@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 import asyncpg
@@ -13,6 +14,10 @@ from schemas.commands import Actor
 from schemas.trial import TrialView
 from trial_client.client import TrialClient
 from workflows.calendar import BusinessCalendar
+
+if TYPE_CHECKING:
+    from schemas.commands import Evaluation
+    from tests.factory import TestOrg
 
 
 def as_(person_id: str, on_behalf_of: str | None = None) -> Actor:
@@ -67,3 +72,50 @@ async def accepted_updates(env: WorkflowEnvironment, workflow_id: str) -> int:
         for e in history.events
         if e.HasField("workflow_execution_update_accepted_event_attributes")
     )
+
+
+async def running_trial(
+    env: WorkflowEnvironment,
+    trials: TrialClient,
+    org: TestOrg,
+    duration: str = "4 weeks",
+) -> TrialView:
+    """A trial proposed, approved by lead_a and started today."""
+    from schemas.commands import ApprovalDecision
+    from schemas.duration import Duration
+    from tests.factory import proposal_for
+
+    proposal = proposal_for(
+        org, await today(env), planned_duration=Duration.model_validate(duration)
+    )
+    view = await trials.propose(as_(org.proposer), proposal)
+    return await trials.command(
+        view.trial_id,
+        "decide_approval",
+        ApprovalDecision(actor=as_(org.lead_a), decision="approve"),
+    )
+
+
+def evaluation_by(person: str) -> Evaluation:
+    from schemas.commands import Evaluation
+
+    return Evaluation(
+        actor=as_(person),
+        worked="partly",
+        effect="Lidt kortere",
+        effort=3,
+        value=3,
+        prediction_held="no",
+    )
+
+
+async def deciding_trial(env: WorkflowEnvironment, trials: TrialClient, org: TestOrg) -> TrialView:
+    """A trial whose short period is over and that everyone has evaluated."""
+    from schemas.trial import Phase
+
+    view = await running_trial(env, trials, org, duration="5 seconds")
+    view = await wait_for(env, trials, view.trial_id, lambda v: v.phase is Phase.EVALUATING)
+    for person in (org.proposer, org.part1, org.part2):
+        view = await trials.command(view.trial_id, "evaluate", evaluation_by(person))
+    assert view.phase is Phase.DECIDING
+    return view

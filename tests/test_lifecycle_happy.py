@@ -23,7 +23,11 @@ from trial_client.client import TrialClient
 
 def _evaluation(person: str) -> Evaluation:
     return Evaluation(
-        actor=as_(person), worked="yes", effect="Kortere overlevering", effort=2, value=4,
+        actor=as_(person),
+        worked="yes",
+        effect="Kortere overlevering",
+        effort=2,
+        value=4,
         prediction_held="partly",
     )
 
@@ -42,7 +46,8 @@ async def test_happy_path_to_adoption_and_follow_up(
     assert row is not None and row["phase"] == "proposed" and row["last_seq"] == 1
 
     view = await trials.command(
-        view.trial_id, "decide_approval",
+        view.trial_id,
+        "decide_approval",
         ApprovalDecision(actor=as_(org.lead_a), decision="approve", comment="God idé"),
     )
     assert view.phase is Phase.RUNNING
@@ -50,7 +55,8 @@ async def test_happy_path_to_adoption_and_follow_up(
     assert view.deadlines.ends_at - view.started_at == timedelta(seconds=5)
 
     view = await trials.command(
-        view.trial_id, "check_in",
+        view.trial_id,
+        "check_in",
         CheckIn(actor=as_(org.part1), note="Første uge gik godt", measures={"overlevering": 17}),
     )
     assert view.check_ins == 1 and view.last_check_in is not None
@@ -63,17 +69,21 @@ async def test_happy_path_to_adoption_and_follow_up(
     assert view.phase is Phase.DECIDING
 
     view = await trials.command(
-        view.trial_id, "decide_outcome",
+        view.trial_id,
+        "decide_outcome",
         OutcomeDecision(actor=as_(org.lead_b), decision="adopt", comment="Vi fortsætter"),
     )
     assert view.phase is Phase.ADOPTED and view.follow_up is not None
 
     view = await wait_for(
-        env, trials, view.trial_id,
+        env,
+        trials,
+        view.trial_id,
         lambda v: v.follow_up is not None and v.follow_up.requested_at is not None,
     )
     view = await trials.command(
-        view.trial_id, "answer_follow_up",
+        view.trial_id,
+        "answer_follow_up",
         FollowUpAnswer(actor=as_(org.proposer), still_in_use=True),
     )
     assert view.closed and view.follow_up is not None and view.follow_up.still_in_use
@@ -83,9 +93,19 @@ async def test_happy_path_to_adoption_and_follow_up(
     assert final.phase is Phase.ADOPTED
 
     assert await kinds_of(pool, view.trial_id) == [
-        "proposed", "approval_given", "approved", "started", "checked_in", "ended",
-        "evaluated", "evaluated", "evaluated", "evaluation_closed", "adopted",
-        "follow_up_requested", "follow_up_answered",
+        "proposed",
+        "approval_given",
+        "approved",
+        "started",
+        "checked_in",
+        "ended",
+        "evaluated",
+        "evaluated",
+        "evaluated",
+        "evaluation_closed",
+        "adopted",
+        "follow_up_requested",
+        "follow_up_answered",
     ]
     events = await events_of(pool, view.trial_id)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))

@@ -165,9 +165,7 @@ class TrialClient:
         handle = self.client.get_workflow_handle(workflow_id_for(trial_id))
         update_id = f"{name}:{idempotency_key}" if idempotency_key else None
         try:
-            result: TrialView = await handle.execute_update(
-                COMMANDS[name], command, id=update_id
-            )
+            result: TrialView = await handle.execute_update(COMMANDS[name], command, id=update_id)
         except WorkflowUpdateFailedError as error:
             raise _refusal_from(error) from None
         except RPCError as error:
