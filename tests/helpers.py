@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 import asyncpg
+from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
 from schemas.commands import Actor
-from schemas.trial import TrialView
+from schemas.trial import RecordEventInput, TrialView
 from trial_client.client import TrialClient
 from workflows.calendar import BusinessCalendar
 
@@ -119,3 +120,47 @@ async def deciding_trial(env: WorkflowEnvironment, trials: TrialClient, org: Tes
         view = await trials.command(view.trial_id, "evaluate", evaluation_by(person))
     assert view.phase is Phase.DECIDING
     return view
+
+
+async def run_histories(env: WorkflowEnvironment, workflow_id: str) -> list[WorkflowHistory]:
+    """Every run's history of a workflow, first run first (follows continue-as-new back)."""
+    histories: list[WorkflowHistory] = []
+    run_id: str | None = None
+    while True:
+        history = await env.client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        histories.append(history)
+        started = history.events[0].workflow_execution_started_event_attributes
+        if not started.continued_execution_run_id:
+            break
+        run_id = started.continued_execution_run_id
+    return list(reversed(histories))
+
+
+async def recorded_inputs(env: WorkflowEnvironment, workflow_id: str) -> list[RecordEventInput]:
+    """The input of every record_event activity scheduled in the workflow's histories."""
+    found: list[RecordEventInput] = []
+    for history in await run_histories(env, workflow_id):
+        for e in history.events:
+            if not e.HasField("activity_task_scheduled_event_attributes"):
+                continue
+            attrs = e.activity_task_scheduled_event_attributes
+            if attrs.activity_type.name != "record_event":
+                continue
+            [item] = await env.client.data_converter.decode(
+                attrs.input.payloads, [RecordEventInput]
+            )
+            found.append(item)
+    return found
+
+
+async def assert_events_match_history(
+    env: WorkflowEnvironment, pool: asyncpg.Pool, trial_id: UUID, workflow_id: str
+) -> int:
+    """PostgreSQL holds exactly the events the Temporal history recorded, contiguous from 1."""
+    recorded = await recorded_inputs(env, workflow_id)
+    rows = await events_of(pool, trial_id)
+    assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
+    assert [(i.event.seq, i.event.kind.value) for i in recorded] == [
+        (r["seq"], r["kind"]) for r in rows
+    ]
+    return len(rows)

@@ -106,24 +106,23 @@ def _forbidden(field: str, message: str) -> RuleViolation:
 
 @workflow.defn(name="TrialWorkflow")
 class TrialWorkflow:
-    def __init__(self) -> None:
-        self._state: TrialView | None = None
-        self._ready = False
+    @workflow.init
+    def __init__(self, start: TrialStart) -> None:
+        # State carried by continue-as-new is restored here, before any update handler or
+        # validator of the new run can look at it.
+        self._state: TrialView | None = start.carried
+        self._ready = start.carried is not None
         self._wake = False
         self._continue_as_new = False
         self._lock = asyncio.Lock()
         self._calendar: BusinessCalendar | None = None
-        self._history_limit = 10_000
+        self._history_limit = start.history_event_limit
 
     # ------------------------------------------------------------------ run loop
 
     @workflow.run
     async def run(self, start: TrialStart) -> TrialView:
-        self._history_limit = start.history_event_limit
-        if start.carried is not None:
-            self._state = start.carried
-            self._ready = True
-        else:
+        if start.carried is None:
             async with self._lock:
                 await self._open_trial(start)
         while not self.s.closed:
