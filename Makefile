@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check clean
+.PHONY: run test lint typecheck check clean record-histories
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 	$(BIN)/pytest --server=dev -m "not time_skipping_only" $(PYTEST_ARGS)
+
+# Record histories of today's TrialWorkflow for the replay tests; commit them with a release.
+record-histories: $(STAMP)
+	$(BIN)/pytest -q tests/record_histories.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
