@@ -16,9 +16,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/provehandling dev
 
+# The whole suite on the time-skipping server, then every Temporal-facing test that needs no
+# long timer on the dev server (the same server binary production-like setups run).
+DEV_SERVER_TESTS := tests/test_lifecycle_happy.py tests/test_validators.py tests/test_history.py
+
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
-	$(BIN)/pytest --server=dev -m "not time_skipping_only" $(PYTEST_ARGS)
+	$(BIN)/pytest --server=dev -m "not time_skipping_only" $(DEV_SERVER_TESTS) $(PYTEST_ARGS)
 
 # Record histories of today's TrialWorkflow for the replay tests; commit them with a release.
 record-histories: $(STAMP)
