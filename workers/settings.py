@@ -12,6 +12,7 @@ class Settings(BaseSettings):
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
+    temporal_ui_port: int = 8233  # the Web UI of the dev server `provehandling dev` starts
     task_queue: str = "provehandling"
     database_url: str | None = None
     data_dir: Path = Path(".data")
