@@ -18,7 +18,8 @@ run: $(STAMP)
 
 # The whole suite on the time-skipping server, then every Temporal-facing test that needs no
 # long timer on the dev server (the same server binary production-like setups run).
-DEV_SERVER_TESTS := tests/test_lifecycle_happy.py tests/test_validators.py tests/test_history.py
+DEV_SERVER_TESTS := tests/test_lifecycle_happy.py tests/test_validators.py tests/test_history.py \
+	tests/test_search_attributes.py
 
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)

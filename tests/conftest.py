@@ -22,6 +22,7 @@ from store.embedded import server_answers, start_embedded_postgres
 from tests.factory import TestOrg, make_org
 from trial_client.client import TrialClient
 from workers.binaries import temporal_cli, temporal_test_server
+from workers.temporal_setup import register_search_attributes
 from workers.worker import build_worker
 
 ADMIN_DSN = os.environ.get("PROVE_TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -117,6 +118,7 @@ async def env(server_kind: str) -> AsyncIterator[WorkflowEnvironment]:
             test_server_existing_path=temporal_test_server(),
             data_converter=pydantic_data_converter,
         )
+    await register_search_attributes(environment.client)
     try:
         yield environment
     finally:

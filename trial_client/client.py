@@ -20,6 +20,7 @@ from schemas.trial import TrialStart, TrialView
 from store import directory_queries
 from workflows.calendar import BusinessCalendar
 from workflows.rules import check_proposal
+from workflows.search_attributes import trial_search_attributes
 from workflows.trial import TrialWorkflow
 
 
@@ -132,6 +133,7 @@ class TrialClient:
                 id=workflow_id_for(trial_id),
                 task_queue=self.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=trial_search_attributes("proposed", org, proposal.unit_id, 0),
             )
         except RPCError as error:
             if error.status is RPCStatusCode.ALREADY_EXISTS:

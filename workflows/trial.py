@@ -62,6 +62,12 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.calendar import BusinessCalendar
     from workflows.rules import check_proposal, eligible_on
+    from workflows.search_attributes import (
+        TRIAL_ESCALATION_LEVEL,
+        TRIAL_ORGANISATION,
+        TRIAL_PHASE,
+        TRIAL_UNIT,
+    )
 
 T = TypeVar("T")
 
@@ -117,6 +123,7 @@ class TrialWorkflow:
         self._lock = asyncio.Lock()
         self._calendar: BusinessCalendar | None = None
         self._history_limit = start.history_event_limit
+        self._published: tuple[str, str, str, int] | None = None
 
     # ------------------------------------------------------------------ run loop
 
@@ -532,6 +539,7 @@ class TrialWorkflow:
     ) -> None:
         """Record one event, the view after it and its notifications; returns once written."""
         s = self.s
+        self._publish_search_attributes()
         now = workflow.now()
         s.last_seq += 1
         s.updated_at = now
@@ -564,6 +572,24 @@ class TrialWorkflow:
             retry_policy=RECORD_RETRY,
         )
         self._wake = True
+
+    def _publish_search_attributes(self) -> None:
+        """Keep phase, organisation, unit and escalation level filterable in the Temporal UI."""
+        if not workflow.patched("search-attributes-v1"):
+            return  # histories recorded before 0.2 issued no upsert here
+        s = self.s
+        current = (s.phase.value, s.organisation_id, s.unit_id, s.escalation_level)
+        if current == self._published:
+            return
+        workflow.upsert_search_attributes(
+            [
+                TRIAL_PHASE.value_set(current[0]),
+                TRIAL_ORGANISATION.value_set(current[1]),
+                TRIAL_UNIT.value_set(current[2]),
+                TRIAL_ESCALATION_LEVEL.value_set(current[3]),
+            ]
+        )
+        self._published = current
 
     # ------------------------------------------------------------------ command plumbing
 
