@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check clean record-histories
+.PHONY: run test reliability lint typecheck check clean record-histories
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,12 @@ DEV_SERVER_TESTS := tests/test_lifecycle_happy.py tests/test_validators.py tests
 	tests/test_search_attributes.py
 
 test: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --ignore=tests/reliability $(PYTEST_ARGS)
 	$(BIN)/pytest --server=dev -m "not time_skipping_only" $(DEV_SERVER_TESTS) $(PYTEST_ARGS)
+
+# Faults a trial must survive: killed workers and servers, PostgreSQL outages, lost workers.
+reliability: $(STAMP)
+	$(BIN)/pytest tests/reliability $(PYTEST_ARGS)
 
 # Record histories of today's TrialWorkflow for the replay tests; commit them with a release.
 record-histories: $(STAMP)

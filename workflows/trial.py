@@ -320,7 +320,7 @@ class TrialWorkflow:
         }[clock.step]
         await self._emit(
             EventKind.REMINDED,
-            data={"step": clock.step.value},
+            data={"step": clock.step.value, "due_at": due},
             notify=[(self._responsible(clock.step), kind)],
         )
 
@@ -348,7 +348,10 @@ class TrialWorkflow:
             s.stalled = True
             await self._emit(
                 EventKind.STALLED,
-                data={"since": (s.last_check_in.at if s.last_check_in else clock.started_at)},
+                data={
+                    "since": (s.last_check_in.at if s.last_check_in else clock.started_at),
+                    "due_at": due,
+                },
                 notify=[([s.proposer_id], NotificationKind.STALLED)],
             )
         target: EscalationTarget | None = None
@@ -370,7 +373,7 @@ class TrialWorkflow:
             clock.exhausted = True
             await self._emit(
                 EventKind.ESCALATION_EXHAUSTED,
-                data={"step": clock.step.value, "level": clock.level},
+                data={"step": clock.step.value, "level": clock.level, "due_at": due},
             )
         else:
             clock.level = level
@@ -392,6 +395,7 @@ class TrialWorkflow:
                 data={
                     "step": clock.step.value,
                     "level": level,
+                    "due_at": due,
                     "unit_id": target.unit_id,
                     "to": [r.person_id for r in target.recipients],
                     "on_behalf_of": [r.on_behalf_of for r in target.recipients],
