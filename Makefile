@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test reliability lint typecheck check clean record-histories
+.PHONY: run test reliability bench bench-quick lint typecheck check clean record-histories
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,13 @@ test: $(STAMP)
 # Faults a trial must survive: killed workers and servers, PostgreSQL outages, lost workers.
 reliability: $(STAMP)
 	$(BIN)/pytest tests/reliability $(PYTEST_ARGS)
+
+# Benchmarks: print figures and write them to bench/results.json (bench-quick: a short run for CI).
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench --quick --output bench/results-quick.json
 
 # Record histories of today's TrialWorkflow for the replay tests; commit them with a release.
 record-histories: $(STAMP)

@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` prints figures and writes them to bench/results.json."""

@@ -1,0 +1,77 @@
+"""`python -m bench [--quick]`: run the benchmarks, print the figures, write bench/results.json."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench import lifecycles, memory
+from bench.stack import open_stack
+
+RESULTS = Path(__file__).parent / "results.json"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 1024**3, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+async def run(quick: bool, output: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "mode": "quick" if quick else "full",
+        "machine": machine(),
+    }
+    async with AsyncExitStack() as stack_scope:
+        stack = await open_stack(stack_scope)
+        figures = await lifecycles.measure(
+            stack,
+            total=10 if quick else 100,
+            concurrency=10 if quick else 25,
+            rounds=1 if quick else 3,
+        )
+        results["lifecycles"] = figures
+        print(
+            f"lifecycles/s with one worker: ours {figures['ours_per_second']}, bare Temporal"
+            f" {figures['baseline_per_second']}, ratio {figures['ratio']} (target >= 0.8)",
+            flush=True,
+        )
+        mem = await memory.measure(stack, open_trials=200 if quick else 5000)
+        results["worker_memory"] = mem
+        print(
+            f"worker memory with {mem['open_trials']} open trials: {mem['worker_rss_mb']} MB"
+            f" (idle {mem['worker_rss_idle_mb']} MB; target < 300 MB)",
+            flush=True,
+        )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a short run that keeps CI honest")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    results = asyncio.run(run(args.quick, args.output))
+    args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"figures written to {args.output}")
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
