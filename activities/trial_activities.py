@@ -6,6 +6,7 @@ on data that cannot become valid.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -13,11 +14,15 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from metrics.events import observe_recorded
+from metrics.logging import log_event
 from schemas.directory import EligibleApprover, EscalationTarget
 from schemas.errors import RefusalType
 from schemas.policy import Policy
 from schemas.trial import ApproverQuery, EscalationQuery, RecordEventInput
 from store import directory_queries, read_model
+
+log = logging.getLogger("provehandling.activities")
 
 
 class TrialActivities:
@@ -55,7 +60,11 @@ class TrialActivities:
                 type=RefusalType.INVALID.value,
                 non_retryable=True,
             )
-        return await read_model.record_event(self.pool, item)
+        written = await read_model.record_event(self.pool, item)
+        if written:  # first write only: a retried activity neither logs nor counts again
+            log_event(log, item.event, item.view.organisation_id, item.view.workflow_id)
+            await observe_recorded(self.pool, item)
+        return written
 
     def all(self) -> list[Callable[..., Any]]:
         return [
