@@ -1,18 +1,63 @@
 """Projection of trial events into PostgreSQL: audit trail, current row and outbox at once.
 
 Keyed by (trial_id, seq) and by notification key, so an activity retried after a crash writes
-nothing new, and the current row only ever moves forward to the view of a higher seq.
+nothing new, and the current row only ever moves forward to the view of a higher seq. The rows
+of `trial_people` (who proposes, takes part and may approve) move with the current row, so the
+API's inbox reads indexed columns instead of JSON.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncpg
 
-from schemas.trial import EventKind, RecordEventInput
+from schemas.trial import EventKind, Phase, RecordEventInput, TrialView
 
 
 class OutOfOrderEvent(RuntimeError):
     """An event arrived before its predecessor; retrying lets the predecessor land first."""
+
+
+def due_at(view: TrialView) -> datetime | None:
+    """The deadline of what the trial waits on now (approval, start, check-in, ...), if any."""
+    d = view.deadlines
+    if view.closed:
+        return None
+    return {
+        Phase.PROPOSED: d.approval_due,
+        Phase.SCHEDULED: d.starts_at,
+        Phase.RUNNING: d.check_in_due,
+        Phase.EVALUATING: d.evaluation_due,
+        Phase.DECIDING: d.decision_due,
+        Phase.ADOPTED: d.follow_up_at,
+    }.get(view.phase)
+
+
+def people_rows(view: TrialView) -> list[tuple[object, ...]]:
+    """The trial_people rows of a view: proposer, participants and everyone who may approve."""
+    phase = view.phase.value
+    rows: list[tuple[object, ...]] = [
+        (view.trial_id, view.proposer_id, "proposer", phase, None, None, None, None)
+    ]
+    rows.extend(
+        (view.trial_id, person, "participant", phase, None, None, None, None)
+        for person in dict.fromkeys(view.participants)
+    )
+    rows.extend(
+        (
+            view.trial_id,
+            e.person_id,
+            "approver",
+            phase,
+            e.via,
+            e.on_behalf_of,
+            e.valid_from,
+            e.valid_to,
+        )
+        for e in view.eligible_approvers
+    )
+    return rows
 
 
 def notification_key(trial_id: str, seq: int, kind: str, recipient_id: str) -> str:
@@ -60,19 +105,22 @@ async def record_event(pool: asyncpg.Pool, item: RecordEventInput) -> bool:
         )
         if inserted is None:
             return False
-        await conn.execute(
+        moved = await conn.fetchval(
             """
             INSERT INTO trials (id, workflow_id, organisation_id, unit_id, proposer_id, title,
                                 phase,
                                 iteration, stalled, escalation_level, last_seq, created_at,
-                                last_activity_at, view)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                                last_activity_at, view, due_at, approved_by, evaluated_by)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
             ON CONFLICT (id) DO UPDATE SET
                 unit_id = EXCLUDED.unit_id, title = EXCLUDED.title, phase = EXCLUDED.phase,
                 iteration = EXCLUDED.iteration, stalled = EXCLUDED.stalled,
                 escalation_level = EXCLUDED.escalation_level, last_seq = EXCLUDED.last_seq,
-                last_activity_at = EXCLUDED.last_activity_at, view = EXCLUDED.view
+                last_activity_at = EXCLUDED.last_activity_at, view = EXCLUDED.view,
+                due_at = EXCLUDED.due_at, approved_by = EXCLUDED.approved_by,
+                evaluated_by = EXCLUDED.evaluated_by
             WHERE trials.last_seq < EXCLUDED.last_seq
+            RETURNING last_seq
             """,
             view.trial_id,
             view.workflow_id,
@@ -88,7 +136,25 @@ async def record_event(pool: asyncpg.Pool, item: RecordEventInput) -> bool:
             view.created_at,
             event.occurred_at,
             view.model_dump(mode="json"),
+            due_at(view),
+            sorted(
+                {a.person_id for a in view.approvals}
+                | {a.on_behalf_of for a in view.approvals if a.on_behalf_of}
+            ),
+            sorted({e.person_id for e in view.evaluations}),
         )
+        if moved is not None:
+            # Only when the row moved forward: an older event arriving late must not put back
+            # the people of an older view.
+            await conn.execute("DELETE FROM trial_people WHERE trial_id = $1", view.trial_id)
+            await conn.executemany(
+                """
+                INSERT INTO trial_people
+                    (trial_id, person_id, role, phase, via, on_behalf_of, valid_from, valid_to)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                """,
+                people_rows(view),
+            )
         if event.kind is EventKind.CHECKED_IN and event.actor_id:
             measures = data.get("measures") or {}
             await conn.executemany(

@@ -10,7 +10,7 @@ import asyncpg
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from schemas.commands import Actor
@@ -135,11 +135,9 @@ class TrialClient:
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=trial_search_attributes("proposed", org, proposal.unit_id, 0),
             )
-        except RPCError as error:
-            if error.status is RPCStatusCode.ALREADY_EXISTS:
-                handle = self.client.get_workflow_handle(workflow_id_for(trial_id))
-            else:
-                raise
+        except WorkflowAlreadyStartedError:
+            # the same trial id again (a retried request): answer with the trial already there
+            handle = self.client.get_workflow_handle(workflow_id_for(trial_id))
         return await handle.execute_update(TrialWorkflow.ready)
 
     async def organisation_of(self, trial_id: uuid.UUID) -> str | None:

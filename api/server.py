@@ -1,0 +1,67 @@
+"""Run the API with uvicorn inside an existing event loop, stoppable by an event."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+from fastapi import FastAPI
+
+from api.app import create_app
+from workers.settings import Settings
+
+log = logging.getLogger("provehandling.api")
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to whoever owns the `stop` event."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,  # the process's logging setup applies
+        access_log=False,
+        lifespan="on",
+        proxy_headers=True,
+        server_header=False,
+    )
+
+
+async def run_until(
+    server: uvicorn.Server, stop: asyncio.Event, sockets: list[socket.socket] | None = None
+) -> None:
+    """Serve until `stop` is set (or the server ends by itself), then shut down gracefully."""
+    serving = asyncio.create_task(server.serve(sockets=sockets))
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        server.should_exit = True
+        stopping.cancel()
+        await serving
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Serve the API on settings.api_host:api_port until `stop` is set (or SIGINT/SIGTERM)."""
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+    server = _Server(uvicorn_config(create_app(settings), settings))
+    log.info("API listening on http://%s:%d", settings.api_host, settings.api_port)
+    await run_until(server, stop)
+    log.info("API stopped")
