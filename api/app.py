@@ -21,6 +21,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from api import errors, openapi, routes
 from api.auth import TokenVerifier
 from api.deps import API_PREFIX, Clock, Services, system_clock
+from metrics.http import instrument_app
 from store import idempotency
 from store.db import create_pool
 from trial_client.client import TrialClient
@@ -101,6 +102,7 @@ def create_app(
         openapi_url="/openapi.json",
     )
     errors.install(app)
+    instrument_app(app)  # request durations by route template and status, and /metrics
     app.include_router(routes.health_router, include_in_schema=False)  # probes at the root
     app.include_router(routes.health_router, prefix=API_PREFIX)
     app.include_router(routes.router, prefix=API_PREFIX)

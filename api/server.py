@@ -53,6 +53,11 @@ async def run_until(
         await serving
 
 
+def build_server(settings: Settings) -> uvicorn.Server:
+    """A uvicorn server for the API that leaves signal handling to its owner (the dev stack)."""
+    return _Server(uvicorn_config(create_app(settings), settings))
+
+
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Serve the API on settings.api_host:api_port until `stop` is set (or SIGINT/SIGTERM)."""
     if stop is None:
@@ -61,7 +66,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-    server = _Server(uvicorn_config(create_app(settings), settings))
+    server = build_server(settings)
     log.info("API listening on http://%s:%d", settings.api_host, settings.api_port)
     await run_until(server, stop)
     log.info("API stopped")

@@ -32,10 +32,20 @@ async def metrics_endpoint(request: Request) -> Response:
 
 
 def route_template(scope: Scope) -> str:
-    """The template of the route the router matched, e.g. `/api/v1/trials/{trial_id}`."""
-    route: Any = scope.get("route")
-    template = getattr(route, "path_format", None) or getattr(route, "path", None)
-    return str(template) if template else UNMATCHED
+    """The template of the path the router matched, e.g. `/api/v1/trials/{trial_id}`.
+
+    Built from the request path with each path parameter's value put back as `{name}`: the
+    matched route's own `path` lacks the prefix of an included router in recent FastAPI, and a
+    plain Starlette route (like /metrics) sets no `route` at all.
+    """
+    if scope.get("endpoint") is None and scope.get("route") is None:
+        return UNMATCHED
+    path = str(scope.get("path", ""))
+    params: dict[str, Any] = scope.get("path_params") or {}
+    if not params:
+        return path
+    names = {str(value): name for name, value in params.items()}
+    return "/".join(f"{{{names[part]}}}" if part in names else part for part in path.split("/"))
 
 
 class HttpMetricsMiddleware:

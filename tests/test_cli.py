@@ -6,19 +6,15 @@ default pass.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-SCRIPT = Path(sys.executable).parent / "provehandling"
-CLI_TIMEOUT = 60.0
+from tests.cli_support import cli_env, run_cli
+
 DEMO = Path(__file__).resolve().parents[1] / "workers" / "demo" / "directory.yaml"
 
 
@@ -26,39 +22,6 @@ DEMO = Path(__file__).resolve().parents[1] / "workers" / "demo" / "directory.yam
 def _default_pass_only(request: pytest.FixtureRequest) -> None:
     if request.config.getoption("--server") != "time-skipping":
         pytest.skip("independent of --server; runs in the default pass")
-
-
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-
-def cli_env(**settings: str) -> dict[str, str]:
-    """This environment without any PROVE_ setting of the developer's, plus `settings`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVE_")}
-    env.update(settings)
-    return env
-
-
-async def run_cli(*args: str, env: Mapping[str, str], cwd: Path) -> Result:
-    process = await asyncio.create_subprocess_exec(
-        str(SCRIPT),
-        *args,
-        env=dict(env),
-        cwd=cwd,  # away from the project's .env
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), CLI_TIMEOUT)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return Result(process.returncode, out.decode(), err.decode())
 
 
 def with_database(dsn: str, name: str) -> str:

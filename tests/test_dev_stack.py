@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO
 
 import asyncpg
+import httpx
 import psutil  # comes with pgserver
 import pytest
 from temporalio.api.enums.v1 import TaskQueueType
@@ -62,10 +63,37 @@ def dev_env(data_dir: Path, frontend: int, ui: int, database_url: str | None) ->
         PROVE_DATA_DIR=str(data_dir),
         PROVE_TEMPORAL_ADDRESS=f"127.0.0.1:{frontend}",
         PROVE_TEMPORAL_UI_PORT=str(ui),
+        PROVE_API_PORT=str(free_port()),
     )
     if database_url is not None:
         env["PROVE_DATABASE_URL"] = database_url
     return env
+
+
+DEMO_PROPOSAL = {
+    "title": "Morgenhuddle på ti minutter",
+    "problem": "Vagtskiftet tager for lang tid",
+    "change": "Stående huddle kl. 7.45",
+    "question": "Bliver overleveringen kortere?",
+    "prediction": "Fra 25 til 15 minutter",
+    "success_criteria": "Under 15 minutter",
+    "participants": ["mads.kristensen"],
+    "unit_id": "hjemmeplejen-nord",
+    "planned_start": "2099-01-05",
+    "planned_duration": "6 weeks",
+}
+
+
+def banner_tokens(banner: list[str]) -> dict[str, str]:
+    """The `export NAME=token` lines of the banner."""
+    found = {}
+    for line in banner:
+        words = line.split()
+        if len(words) >= 2 and words[0] == "export" and "=" in words[1]:
+            name, _, token = words[1].partition("=")
+            found[name] = token
+    assert {"EMPLOYEE", "LEADER"} <= set(found), banner
+    return found
 
 
 def with_database(dsn: str, name: str) -> str:
@@ -214,6 +242,19 @@ async def test_dev_stack_starts_stops_on_sigterm_and_resumes(
         attributes.custom_attributes
     )
     assert await worker_polls(client, "provehandling")  # the banner waits for the worker
+
+    # The API answers, and the banner's tokens work: the employee proposes a trial.
+    api = f"http://127.0.0.1:{env['PROVE_API_PORT']}"
+    tokens = banner_tokens(first.banner)
+    async with httpx.AsyncClient(base_url=api, timeout=30) as http:
+        assert (await http.get("/readyz")).status_code == 200
+        proposed = await http.post(
+            "/api/v1/trials",
+            headers={"Authorization": f"Bearer {tokens['EMPLOYEE']}"},
+            json=DEMO_PROPOSAL,
+        )
+        assert proposed.status_code == 201, proposed.text
+        trial_id = proposed.json()["trial_id"]
     # A workflow nobody serves: it must still be there after a restart.
     probe = await client.start_workflow(
         "PersistenceProbe", id=f"probe-{uuid.uuid4().hex[:8]}", task_queue="nobody-polls"
@@ -256,6 +297,19 @@ async def test_dev_stack_starts_stops_on_sigterm_and_resumes(
     description = await client.get_workflow_handle(probe.id).describe()
     assert description.status == WorkflowExecutionStatus.RUNNING
     assert await worker_polls(client, "provehandling")
+    async with httpx.AsyncClient(base_url=api, timeout=30) as http:  # the first run's trial
+        listed = await http.get(
+            "/api/v1/trials", headers={"Authorization": f"Bearer {tokens['LEADER']}"}
+        )
+        assert listed.status_code == 200
+        assert trial_id in [item["trial_id"] for item in listed.json()["items"]]
+        approved = await http.post(
+            f"/api/v1/trials/{trial_id}/approvals",
+            headers={"Authorization": f"Bearer {tokens['LEADER']}"},
+            json={"decision": "approve"},
+        )
+        assert approved.status_code == 200, approved.text
+        assert approved.json()["phase"] == "scheduled"
 
     temporal = second.temporal_pids()
     assert await second.stop() == 0, second.stderr()

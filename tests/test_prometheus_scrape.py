@@ -24,8 +24,11 @@ import pytest
 import yaml
 from temporalio.testing import WorkflowEnvironment
 
+from api.app import create_app
+from api.auth import create_token
 from metrics.ops_app import create_ops_app, serve_ops
 from metrics.read_model_gauges import ReadModelGauges
+from tests.api_fixtures import api_settings, serving
 from tests.metrics_support import (
     adopted_trial,
     bound_socket,
@@ -137,16 +140,22 @@ async def test_prometheus_finds_domain_and_sdk_metrics(
             asyncio.create_task(ReadModelGauges(pool).run(stop, interval=0.5)),
             asyncio.create_task(serve_ops(app, "127.0.0.1", ops_port, stop, sock=ops_socket)),
         ]
-        targets = {
-            "provehandling-worker": f"127.0.0.1:{ops_port}",
-            "temporal-sdk": f"127.0.0.1:{worker.metrics_port}",
-            # The API joins with one more line: "provehandling-api": f"127.0.0.1:{api_port}",
-        }
+        api_config = api_settings(worker.task_queue)
+        api_app = create_app(api_config, temporal_client=worker.client, pool=pool)
         try:
             async with (
-                running_prometheus(targets, tmp_dir) as base,
+                serving(api_app, api_config) as api_url,
+                running_prometheus(
+                    {
+                        "provehandling-worker": f"127.0.0.1:{ops_port}",
+                        "temporal-sdk": f"127.0.0.1:{worker.metrics_port}",
+                        "provehandling-api": api_url.removeprefix("http://"),
+                    },
+                    tmp_dir,
+                ) as base,
                 httpx.AsyncClient(timeout=5) as http,
             ):
+                targets = ("provehandling-worker", "temporal-sdk", "provehandling-api")
                 for job in targets:
                     await wait_for_value(http, base, f'up{{job="{job}"}}', 1)
                 org, view = await adopted_trial(env, worker, pool)
@@ -168,6 +177,19 @@ async def test_prometheus_finds_domain_and_sdk_metrics(
                     http, base, f"provehandling_approval_duration_working_days_count{{{of_org}}}", 1
                 )
                 await wait_for_value(http, base, f"provehandling_stalled_trials{{{of_org}}}", 0)
+                # the registry is the process's: earlier tests may have counted this route too
+                listing = (
+                    "provehandling_http_request_duration_seconds_count"
+                    '{job="provehandling-api",route="/api/v1/trials",method="GET",status="200"}'
+                )
+                before = await query(http, base, listing)
+                counted = float(before[0]["value"][1]) if before else 0.0
+                token = create_token(api_config, view.proposer_id, org)
+                listed = await http.get(
+                    f"{api_url}/api/v1/trials", headers={"Authorization": f"Bearer {token}"}
+                )
+                assert listed.status_code == 200 and listed.json()["items"]
+                await wait_for_value(http, base, listing, counted + 1)
                 queue = f'task_queue="{worker.task_queue}"'
                 executed = await wait_for_value(
                     http,

@@ -193,6 +193,156 @@ async def _directory_load(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _api(args: argparse.Namespace, settings: Settings) -> int:
+    from api.server import serve
+
+    await check_database(settings.database_url)
+    await serve(settings)
+    return 0
+
+
+def _token_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("person", metavar="PERSON_ID", help="a person in the directory")
+    parser.add_argument(
+        "--hours", type=float, default=8.0, help="how long the token is valid (default 8)"
+    )
+
+
+async def _mint_token(settings: Settings, person_id: str, hours: float) -> str:
+    from datetime import timedelta
+
+    from api.auth import token_for_person
+    from store.db import create_pool
+
+    url = await check_database(settings.database_url)
+    pool = await _database_errors(url, create_pool(url, min_size=0, max_size=1))
+    try:
+        return await token_for_person(pool, settings, person_id, timedelta(hours=hours))
+    except LookupError as exc:
+        raise CommandError(str(exc), exit_code=2) from None
+    finally:
+        await pool.close()
+
+
+async def _token(args: argparse.Namespace, settings: Settings) -> int:
+    print(await _mint_token(settings, args.person, args.hours))
+    return 0
+
+
+def _trials_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--as",
+        dest="as_person",
+        metavar="PERSON_ID",
+        help="act as this person with a token signed by PROVE_JWT_SECRET (development)",
+    )
+    parser.add_argument("--token", help="bearer token (default: PROVE_TOKEN)")
+    parser.add_argument("--json", action="store_true", help="print the API's JSON")
+
+
+def _trials_list_arguments(parser: argparse.ArgumentParser) -> None:
+    _trials_common(parser)
+    parser.add_argument("--phase", action="append", help="only this phase (repeatable)")
+    parser.add_argument("--unit", help="only this unit and its sub-units")
+    parser.add_argument("--proposer", help="only trials proposed by this person")
+    parser.add_argument("--stalled", action="store_true", help="only stalled trials")
+    parser.add_argument("--escalated", action="store_true", help="only escalated trials")
+    parser.add_argument("--q", help="text in the title")
+    parser.add_argument("--limit", type=int, default=20, help="how many (1-100, default 20)")
+
+
+def _trials_show_arguments(parser: argparse.ArgumentParser) -> None:
+    _trials_common(parser)
+    parser.add_argument("trial", metavar="TRIAL_ID", help="the trial's id")
+
+
+async def _api_get(
+    args: argparse.Namespace, settings: Settings, path: str, params: dict[str, Any]
+) -> Any:
+    """GET from the API as the chosen caller; HTTP errors become one-line messages."""
+    import httpx
+
+    token = args.token or settings.token
+    if args.as_person:
+        token = await _mint_token(settings, args.as_person, 1.0)
+    if not token:
+        raise CommandError("no token: pass --token, set PROVE_TOKEN, or use --as PERSON_ID")
+    url = settings.api_url.rstrip("/") + "/api/v1" + path
+    try:
+        async with httpx.AsyncClient(timeout=15) as http:
+            response = await http.get(
+                url, params=params, headers={"Authorization": f"Bearer {token}"}
+            )
+    except httpx.HTTPError as exc:
+        raise CommandError(
+            f"cannot reach the API at {settings.api_url}: {exc} (PROVE_API_URL sets it)"
+        ) from None
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = response.text
+        raise CommandError(f"{response.status_code}: {detail}")
+    return response.json()
+
+
+async def _trials_list(args: argparse.Namespace, settings: Settings) -> int:
+    params: dict[str, Any] = {"limit": args.limit}
+    for name in ("phase", "unit", "proposer", "q"):
+        if getattr(args, name):
+            params[name] = getattr(args, name)
+    for flag in ("stalled", "escalated"):
+        if getattr(args, flag):
+            params[flag] = "true"
+    page = await _api_get(args, settings, "/trials", params)
+    if args.json:
+        import json
+
+        print(json.dumps(page, indent=2, ensure_ascii=False))
+        return 0
+    items = page.get("items", [])
+    print(f"{'TRIAL':36}  {'PHASE':17}  {'UNIT':28}  {'LAST ACTIVITY':16}  TITLE")
+    for item in items:
+        flags = (" (stalled)" if item.get("stalled") else "") + (
+            f" (escalated {item['escalation_level']})" if item.get("escalation_level") else ""
+        )
+        print(
+            f"{item['trial_id']:36}  {item['phase']:17}  {item['unit_id'][:28]:28}"
+            f"  {str(item.get('last_activity_at', ''))[:16]:16}  {item['title']}{flags}"
+        )
+    if not items:
+        print("(no trials)")
+    elif page.get("next_cursor"):
+        print("... more: narrow the filters or raise --limit")
+    return 0
+
+
+async def _trials_show(args: argparse.Namespace, settings: Settings) -> int:
+    view = await _api_get(args, settings, f"/trials/{args.trial}", {})
+    if args.json:
+        import json
+
+        print(json.dumps(view, indent=2, ensure_ascii=False))
+        return 0
+    proposal = view["proposal"]
+    deadlines = {k: v for k, v in view.get("deadlines", {}).items() if v}
+    lines = [
+        f"{proposal['title']}  [{view['phase']}, iteration {view['iteration']}]",
+        f"trial       {view['trial_id']}",
+        f"unit        {view['unit_id']}",
+        f"proposer    {view['proposer_id']}",
+        f"participants {', '.join(proposal.get('participants', [])) or '-'}",
+        f"approvals   {len(view.get('approvals', []))} of {view.get('required_approvals')}",
+        f"check-ins   {view.get('check_ins', 0)}" + ("  (stalled)" if view.get("stalled") else ""),
+    ]
+    lines += [f"{name:11} {when}" for name, when in deadlines.items()]
+    levels = {step: c["level"] for step, c in view.get("clocks", {}).items() if c.get("level")}
+    if levels:
+        lines.append("escalated   " + ", ".join(f"{s} level {n}" for s, n in levels.items()))
+    print("\n".join(lines))
+    return 0
+
+
 async def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from workers.dev import DevStack
 
@@ -226,6 +376,39 @@ COMMANDS: tuple[Command, ...] = (
                 " are applied first, so this works on a new database.",
             ),
         ),
+    ),
+    Command(
+        "api",
+        "Serve the HTTP API (PROVE_API_HOST:PROVE_API_PORT) until stopped.",
+        run=_api,
+        details="Needs PROVE_DATABASE_URL (migrated) and Temporal at PROVE_TEMPORAL_ADDRESS."
+        " OpenAPI at /openapi.json and /docs.",
+    ),
+    Command(
+        "token",
+        "Print a bearer token for a person, signed with PROVE_JWT_SECRET (development).",
+        run=_token,
+        arguments=_token_arguments,
+        details="The person's organisation comes from the directory in PROVE_DATABASE_URL.",
+    ),
+    Command(
+        "trials",
+        "List and show trials through the API.",
+        subcommands=(
+            Command(
+                "list",
+                "List trials, most recent activity first.",
+                run=_trials_list,
+                arguments=_trials_list_arguments,
+            ),
+            Command(
+                "show",
+                "Show one trial.",
+                run=_trials_show,
+                arguments=_trials_show_arguments,
+            ),
+        ),
+        details="Calls the API at PROVE_API_URL with --token, PROVE_TOKEN, or --as PERSON_ID.",
     ),
     Command(
         "dev",

@@ -58,6 +58,23 @@ TEMPORAL_READY_TIMEOUT = 30.0
 WORKER_READY_TIMEOUT = 30.0
 WORKER_STOP_TIMEOUT = 20.0  # the worker's graceful shutdown allows in-flight activities 10 s
 TEMPORAL_STOP_TIMEOUT = 10.0
+API_READY_TIMEOUT = 30.0
+API_STOP_TIMEOUT = 10.0
+DEMO_EMPLOYEE, DEMO_LEADER = "sofie.madsen", "anne.holm"  # both in Hjemmeplejen Nord, aarhus
+# A proposal by the demo employee, approved by the demo leader (printed with the banner).
+CURL_EXAMPLE = """\
+  curl -s -X POST API_URL/api/v1/trials -H "Authorization: Bearer $EMPLOYEE" \\
+    -H 'Content-Type: application/json' -o /tmp/trial.json -d '{
+      "title": "Morgenhuddle på ti minutter",
+      "problem": "Vagtskiftet tager for lang tid", "change": "Stående huddle kl. 7.45",
+      "question": "Bliver overleveringen kortere?", "prediction": "Fra 25 til 15 minutter",
+      "success_criteria": "Under 15 minutter", "participants": ["mads.kristensen"],
+      "unit_id": "hjemmeplejen-nord", "planned_start": "2027-01-04", "planned_duration": "6 weeks"}'
+  TRIAL=$(python3 -c 'import json; print(json.load(open("/tmp/trial.json"))["trial_id"])')
+  curl -s -X POST API_URL/api/v1/trials/$TRIAL/approvals -H "Authorization: Bearer $LEADER" \\
+    -H 'Content-Type: application/json' -d '{"decision": "approve", "comment": "God idé"}'
+  curl -s API_URL/api/v1/trials -H "Authorization: Bearer $LEADER"
+"""
 DEMO_DIRECTORY = ("demo", "directory.yaml")  # package data of `workers`
 
 
@@ -97,8 +114,7 @@ def dev_ports(settings: Settings) -> list[Port]:
     return [
         Port(host, port, "Temporal frontend", "PROVE_TEMPORAL_ADDRESS"),
         Port(host, settings.temporal_ui_port, "Temporal UI", "PROVE_TEMPORAL_UI_PORT"),
-        # When the API server joins the stack:
-        # Port(settings.api_host, settings.api_port, "API", "PROVE_API_PORT"),
+        Port(settings.api_host, settings.api_port, "API", "PROVE_API_PORT"),
     ]
 
 
@@ -494,6 +510,42 @@ class TrialWorker(Component):
             log.exception("the worker failed while stopping")
 
 
+class ApiServer(Component):
+    """The HTTP API (uvicorn) in this process, against the stack's Temporal and database."""
+
+    name = "API"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server: Any = None
+
+    async def start(self) -> None:
+        from api.server import build_server
+
+        self.server = build_server(self.settings)
+        self.task = asyncio.create_task(self.server.serve())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + API_READY_TIMEOUT
+        while not self.server.started:
+            if self.task.done():
+                raise CommandError(f"the API stopped while starting: {self.ended()}")
+            if loop.time() > deadline:
+                raise CommandError(f"the API did not start within {API_READY_TIMEOUT:g} s")
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        if self.task is None or self.server is None:
+            return
+        self.server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), API_STOP_TIMEOUT)
+        except TimeoutError:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        except Exception:
+            log.exception("the API failed while stopping")
+
+
 # --- the stack -----------------------------------------------------------------------------------
 
 
@@ -539,6 +591,8 @@ class DevStack:
         assert self.temporal.client is not None
         worker = TrialWorker(self.worker_settings(), self.temporal.client, self.stop_event)
         await self._start_together(worker)
+        await self._start_together(ApiServer(self.worker_settings()))
+        self._tokens = await self._demo_tokens()
 
     def _lock_data_dir(self) -> None:
         """One stack per data directory: two Temporal servers on one SQLite file corrupt it.
@@ -632,15 +686,48 @@ class DevStack:
             sys.stderr.flush()
             os._exit(130)
 
+    async def _demo_tokens(self) -> dict[str, str]:
+        """Ready-to-paste tokens for the demo employee and leader, when the demo is loaded."""
+        from datetime import timedelta
+
+        from api.auth import token_for_person
+        from store.db import create_pool
+
+        assert self.database.url is not None
+        pool = await create_pool(self.database.url, min_size=0, max_size=1)
+        tokens: dict[str, str] = {}
+        try:
+            for person in (DEMO_EMPLOYEE, DEMO_LEADER):
+                with contextlib.suppress(LookupError):
+                    tokens[person] = await token_for_person(
+                        pool, self.settings, person, timedelta(hours=12)
+                    )
+        finally:
+            await pool.close()
+        return tokens
+
     def print_banner(self) -> None:
         ui = f"http://{self.temporal.host}:{self.settings.temporal_ui_port}"
+        api = f"http://{self.settings.api_host}:{self.settings.api_port}"
         lines = [
             "provehandling dev stack is running",
+            f"  API          {api}/api/v1   (docs: {api}/docs)",
             f"  Temporal UI  {ui}",
             f"  Temporal     {self.temporal.address}, namespace {self.settings.temporal_namespace},"
             f" task queue {self.settings.task_queue}",
             f"  Database     {self.database.describe()}",
             f"  Data dir     {self.data_dir}",
-            "Ctrl-C stops everything.",
         ]
+        tokens = getattr(self, "_tokens", {})
+        if DEMO_EMPLOYEE in tokens and DEMO_LEADER in tokens:
+            lines += [
+                "",
+                "Demo tokens (12 hours; `provehandling token PERSON_ID` makes more):",
+                f"  export EMPLOYEE={tokens[DEMO_EMPLOYEE]}   # {DEMO_EMPLOYEE}, employee",
+                f"  export LEADER={tokens[DEMO_LEADER]}   # {DEMO_LEADER}, leader",
+                "",
+                "Try it:",
+                *CURL_EXAMPLE.replace("API_URL", api).splitlines(),
+            ]
+        lines += ["", "Ctrl-C stops everything."]
         print("\n".join(lines), flush=True)

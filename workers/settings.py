@@ -19,11 +19,31 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     public_base_url: str = "http://127.0.0.1:8000"
+    api_url: str = "http://127.0.0.1:8000"  # where `provehandling trials` finds the API
+    token: str | None = None  # bearer token for `provehandling trials` (or use --as PERSON)
     jwt_secret: str = "dev-secret-change-me-in-production-please"
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwks_url: str | None = None
     log_level: str = "INFO"
+    max_cached_workflows: int = 1000
+
+    # Notifications (notifications/): e-mail over SMTP, Teams and webhooks over HTTPS.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025  # `provehandling dev` runs a local SMTP server here
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_timeout_seconds: float = 30.0
+    mail_from: str = "Prøvehandling <noreply@provehandling.local>"
+    http_timeout_seconds: float = 10.0  # Teams and webhook POSTs
+    teams_locale: str = "da"  # language of Teams cards (a channel has no locale of its own)
+    dispatcher_enabled: bool = True  # the worker runs the outbox dispatcher
+    dispatcher_poll_seconds: float = 5.0  # besides waking on NOTIFY provehandling_outbox
+    dispatcher_max_attempts: int = 8
+    dispatcher_backoff_seconds: float = 30.0  # first retry; doubles up to the maximum
+    dispatcher_backoff_max_seconds: float = 3600.0
+    dispatcher_lease_seconds: float = 120.0  # a crashed dispatcher's claim expires after this
 
 
 def get_settings() -> Settings:
