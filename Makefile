@@ -19,7 +19,9 @@ run: $(STAMP)
 # The whole suite on the time-skipping server, then every Temporal-facing test that needs no
 # long timer on the dev server (the same server binary production-like setups run).
 DEV_SERVER_TESTS := tests/test_lifecycle_happy.py tests/test_validators.py tests/test_history.py \
-	tests/test_search_attributes.py
+	tests/test_search_attributes.py tests/test_api_lifecycle.py tests/test_api_errors.py \
+	tests/test_notifications_delivery.py tests/test_notifications_digest.py \
+	tests/test_metrics.py tests/test_prometheus_scrape.py
 
 test: $(STAMP)
 	$(BIN)/pytest --ignore=tests/reliability $(PYTEST_ARGS)

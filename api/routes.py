@@ -33,6 +33,7 @@ from schemas.api import (
     FollowUpRequest,
     Health,
     Inbox,
+    NotificationList,
     OutcomeRequest,
     PauseRequest,
     Readiness,
@@ -45,7 +46,7 @@ from schemas.commands import Actor
 from schemas.ids import SLUG_PATTERN
 from schemas.proposal import Proposal
 from schemas.trial import Phase, TrialView
-from store import directory_queries, trial_queries
+from store import directory_queries, outbox, trial_queries
 from store.trial_queries import BadCursor, Cursor, TrialFilter
 
 router = APIRouter()
@@ -258,6 +259,24 @@ async def trial_events(svc: ServicesDep, caller: CallerDep, trial_id: TrialIdPat
     if events is None:
         raise trial_not_found()
     return EventList(trial_id=trial_id, items=events)
+
+
+@router.get(
+    "/trials/{trial_id}/notifications",
+    tags=["trials"],
+    summary="What the trial's notifications did on each channel",
+    response_model=NotificationList,
+    responses=READ_ERRORS,
+)
+async def trial_notifications(
+    svc: ServicesDep, caller: CallerDep, trial_id: TrialIdPath
+) -> NotificationList:
+    """Each delivery (e-mail, Teams, webhook) with its status, attempts and last error; a channel
+    that kept failing shows here as failed, and never holds the trial up."""
+    if await trial_queries.trial_view(svc.pool, caller.organisation_id, trial_id) is None:
+        raise trial_not_found()
+    items = await outbox.notifications_of(svc.pool, trial_id, caller.organisation_id)
+    return NotificationList(trial_id=trial_id, items=items)
 
 
 # -------------------------------------------------------------------------------- commands

@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from bench import lifecycles, memory
+from bench import api_latency, lifecycles, memory, read_queries
 from bench.stack import open_stack
 
 RESULTS = Path(__file__).parent / "results.json"
@@ -51,6 +51,20 @@ async def run(quick: bool, output: Path) -> dict[str, Any]:
             f" {figures['baseline_per_second']}, ratio {figures['ratio']} (target >= 0.8)",
             flush=True,
         )
+        latency = await api_latency.measure(stack, approvals=20 if quick else 200)
+        results["approval_round_trip"] = latency
+        print(
+            f"approval through the API, request to new view: p50 {latency['p50_ms']} ms,"
+            f" p95 {latency['p95_ms']} ms over {latency['approvals']} (target p95 < 150 ms)",
+            flush=True,
+        )
+        print("GET /trials and GET /inbox beside the same SQL through raw asyncpg:", flush=True)
+        results["read_queries"] = await read_queries.measure(
+            stack,
+            scales=[1_000, 10_000] if quick else [1_000, 10_000, 100_000],
+            requests=50 if quick else 300,
+        )
+        print("  (targets: p99 < 20 ms at 100,000 trials and < 1.5 x the raw query)", flush=True)
         mem = await memory.measure(stack, open_trials=200 if quick else 5000)
         results["worker_memory"] = mem
         print(

@@ -33,6 +33,7 @@ from schemas.commands import (
 )
 from schemas.duration import Duration
 from schemas.ids import OrganisationId, PersonId, UnitId
+from schemas.notifications import NotificationDelivery
 from schemas.proposal import Proposal
 from schemas.trial import EventKind, Phase
 
@@ -335,3 +336,10 @@ class Readiness(BaseModel):
     checks: dict[str, str] = Field(
         description="Each dependency (temporal, postgres) and 'ok' or what went wrong."
     )
+
+
+class NotificationList(BaseModel):
+    """The deliveries of one trial's notifications, oldest event first."""
+
+    trial_id: UUID
+    items: list[NotificationDelivery]

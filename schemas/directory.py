@@ -6,12 +6,16 @@ This is the only place that holds names and e-mail addresses; workflows refer to
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, model_validator
 
-from schemas.ids import OrganisationId, PersonId, UnitId
+from schemas.ids import OrganisationId, PersonId, Slug, UnitId
 from schemas.policy import Policy
+
+# An http(s) URL without spaces; Teams (Power Automate) and integration endpoints.
+HTTP_URL_PATTERN = r"^https?://[^\s/?#]+[^\s]*$"
+HttpUrlText = Annotated[str, StringConstraints(pattern=HTTP_URL_PATTERN, max_length=2000)]
 
 
 class Unit(BaseModel):
@@ -21,6 +25,11 @@ class Unit(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     parent: UnitId | None = None
     leaders: list[PersonId] = Field(default_factory=list)
+    teams_webhook_url: HttpUrlText | None = Field(
+        default=None,
+        description="Power Automate 'When a Teams webhook request is received' URL for the"
+        " unit's channel; units without one use the nearest one up the tree.",
+    )
 
 
 class Person(BaseModel):
@@ -53,6 +62,20 @@ class Substitute(BaseModel):
         return self
 
 
+class WebhookSubscription(BaseModel):
+    """An integration that receives the organisation's trial events, signed with `secret`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Slug
+    url: HttpUrlText
+    secret: str = Field(min_length=16, max_length=500, repr=False)
+    events: list[str] = Field(
+        default_factory=list, description="Event kinds to send; empty means every kind."
+    )
+    active: bool = True
+
+
 class Organisation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -62,6 +85,10 @@ class Organisation(BaseModel):
     units: list[Unit] = Field(default_factory=list)
     people: list[Person] = Field(default_factory=list)
     substitutes: list[Substitute] = Field(default_factory=list)
+    teams_webhook_url: HttpUrlText | None = Field(
+        default=None, description="The Teams channel of units that have none of their own."
+    )
+    webhooks: list[WebhookSubscription] = Field(default_factory=list)
 
 
 class DirectoryFile(BaseModel):

@@ -20,13 +20,19 @@ from asyncpg.pool import PoolConnectionProxy
 from pydantic import ValidationError
 
 from schemas.directory import DirectoryFile, Organisation
+from schemas.trial import EventKind
 
 DIRECTORY_LOCK_KEY = 0x70726F64  # "prod": one directory load at a time, so counts and checks hold
 
 Loc = tuple[str | int, ...]
 Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 
-_ENTRY_KINDS = {"organisations": "organisation", "units": "unit", "people": "person"}
+_ENTRY_KINDS = {
+    "organisations": "organisation",
+    "units": "unit",
+    "people": "person",
+    "webhooks": "webhook",
+}
 
 
 class DirectoryError(ValueError):
@@ -141,7 +147,7 @@ def _cross_check(directory: DirectoryFile) -> list[_Problem]:
 
 def _file_order(problem: _Problem) -> tuple[int, ...]:
     """Problems in the order their entries appear in the file, so they read top to bottom."""
-    sections = {"units": 0, "people": 1, "substitutes": 2}
+    sections = {"units": 0, "people": 1, "substitutes": 2, "webhooks": 3}
     key: list[int] = []
     for part in problem.entry:
         if isinstance(part, int):
@@ -237,7 +243,37 @@ def _check_organisation(
             )
         periods.add(key)
 
+    problems.extend(_webhook_problems(oi, org))
     problems.extend(_cycles(oi, org, parents))
+    return problems
+
+
+def _webhook_problems(oi: int, org: Organisation) -> list[_Problem]:
+    """Webhook ids unique within the organisation, event filters naming real event kinds."""
+    problems: list[_Problem] = []
+    known = {kind.value for kind in EventKind}
+    seen: dict[str, int] = {}
+    for wi, hook in enumerate(org.webhooks):
+        where: Loc = ("organisations", oi, "webhooks", wi)
+        if hook.id in seen:
+            problems.append(
+                _Problem(
+                    where,
+                    f"duplicate webhook id '{hook.id}', first defined at"
+                    f" {_path(('organisations', oi, 'webhooks', seen[hook.id]))}",
+                )
+            )
+        else:
+            seen[hook.id] = wi
+        for ei, event in enumerate(hook.events):
+            if event not in known:
+                problems.append(
+                    _Problem(
+                        where,
+                        f"unknown event kind '{event}'; known kinds: {', '.join(sorted(known))}",
+                        (*where, "events", ei),
+                    )
+                )
     return problems
 
 
@@ -410,6 +446,7 @@ class LoadReport:
     unit_leaders: TableCounts = field(default_factory=TableCounts)
     unit_members: TableCounts = field(default_factory=TableCounts)
     substitutes: TableCounts = field(default_factory=TableCounts)
+    webhooks: TableCounts = field(default_factory=TableCounts)
 
     def tables(self) -> dict[str, TableCounts]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "organisation_ids"}
@@ -458,6 +495,7 @@ async def load_directory(
         report.substitutes = await _upsert(conn, _UPSERT_SUBSTITUTES, *rows.substitutes)
         report.unit_leaders = await _upsert(conn, _INSERT_LEADERS, *rows.leaders)
         report.unit_members = await _upsert(conn, _INSERT_MEMBERS, *rows.members)
+        report.webhooks = await _upsert(conn, _UPSERT_WEBHOOKS, *rows.webhooks)
 
         # Stale links go before stale units and people, so their cascades delete nothing
         # uncounted.
@@ -469,6 +507,7 @@ async def load_directory(
         report.unit_members.deleted = await _count(conn, _DELETE_MEMBERS, orgs, *rows.members)
         report.units.deleted = await _count(conn, _DELETE_UNITS, orgs, rows.units[0])
         report.people.deleted = await _count(conn, _DELETE_PEOPLE, orgs, rows.people[0])
+        report.webhooks.deleted = await _count(conn, _DELETE_WEBHOOKS, orgs, *rows.webhooks[:2])
     return report
 
 
@@ -483,11 +522,12 @@ class _Rows:
     leaders: tuple[list[Any], ...]
     members: tuple[list[Any], ...]
     substitutes: tuple[list[Any], ...]
+    webhooks: tuple[list[Any], ...]
 
     @classmethod
     def of(cls, directory: DirectoryFile) -> _Rows:
         orgs = directory.organisations
-        units = [(u.id, o.id, u.parent, u.name) for o in orgs for u in o.units]
+        units = [(u.id, o.id, u.parent, u.name, u.teams_webhook_url) for o in orgs for u in o.units]
         people = [
             (p.id, o.id, p.name, str(p.email), p.locale, p.admin) for o in orgs for p in o.people
         ]
@@ -496,15 +536,26 @@ class _Rows:
         subs = [
             (s.leader, s.substitute, s.from_date, s.to_date) for o in orgs for s in o.substitutes
         ]
-        policies = [(o.id, o.name, json.dumps(o.policy.model_dump(mode="json"))) for o in orgs]
+        policies = [
+            (o.id, o.name, json.dumps(o.policy.model_dump(mode="json")), o.teams_webhook_url)
+            for o in orgs
+        ]
+        # Events go as JSON text (unnest cannot take ragged arrays) and sorted, so reordering
+        # a filter in the file is no change.
+        webhooks = [
+            (o.id, w.id, w.url, w.secret, json.dumps(sorted(set(w.events))), w.active)
+            for o in orgs
+            for w in o.webhooks
+        ]
         return cls(
             org_ids=[o.id for o in orgs],
-            organisations=_columns(policies, 3),
-            units=_columns(units, 4),
+            organisations=_columns(policies, 4),
+            units=_columns(units, 5),
             people=_columns(people, 6),
             leaders=_columns(leaders, 2),
             members=_columns(members, 2),
             substitutes=_columns(subs, 4),
+            webhooks=_columns(webhooks, 6),
         )
 
 
@@ -559,15 +610,18 @@ async def _count(conn: Conn, sql: str, *args: Any) -> int:
 
 _UPSERT_ORGANISATIONS = """
 WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS i(id, name, policy)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+        AS i(id, name, policy, teams_webhook_url)
 ),
 existing AS (SELECT o.id FROM organisations o JOIN input USING (id)),
 written AS (
-    INSERT INTO organisations AS t (id, name, policy)
-    SELECT id, name, policy::jsonb FROM input
+    INSERT INTO organisations AS t (id, name, policy, teams_webhook_url)
+    SELECT id, name, policy::jsonb, teams_webhook_url FROM input
     ON CONFLICT (id) DO UPDATE
-        SET name = EXCLUDED.name, policy = EXCLUDED.policy, updated_at = now()
-        WHERE (t.name, t.policy) IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.policy)
+        SET name = EXCLUDED.name, policy = EXCLUDED.policy,
+            teams_webhook_url = EXCLUDED.teams_webhook_url, updated_at = now()
+        WHERE (t.name, t.policy, t.teams_webhook_url)
+              IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.policy, EXCLUDED.teams_webhook_url)
     RETURNING t.id
 )
 SELECT count(*) FILTER (WHERE id NOT IN (SELECT id FROM existing)) AS inserted,
@@ -577,17 +631,19 @@ FROM written
 
 _UPSERT_UNITS = """
 WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-        AS i(id, organisation_id, parent_id, name)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+        AS i(id, organisation_id, parent_id, name, teams_webhook_url)
 ),
 existing AS (SELECT u.id FROM units u JOIN input USING (id)),
 written AS (
-    INSERT INTO units AS t (id, organisation_id, parent_id, name)
-    SELECT id, organisation_id, parent_id, name FROM input
+    INSERT INTO units AS t (id, organisation_id, parent_id, name, teams_webhook_url)
+    SELECT id, organisation_id, parent_id, name, teams_webhook_url FROM input
     ON CONFLICT (id) DO UPDATE
-        SET parent_id = EXCLUDED.parent_id, name = EXCLUDED.name, updated_at = now()
+        SET parent_id = EXCLUDED.parent_id, name = EXCLUDED.name,
+            teams_webhook_url = EXCLUDED.teams_webhook_url, updated_at = now()
         WHERE t.organisation_id = EXCLUDED.organisation_id
-          AND (t.parent_id, t.name) IS DISTINCT FROM (EXCLUDED.parent_id, EXCLUDED.name)
+          AND (t.parent_id, t.name, t.teams_webhook_url)
+              IS DISTINCT FROM (EXCLUDED.parent_id, EXCLUDED.name, EXCLUDED.teams_webhook_url)
     RETURNING t.id
 )
 SELECT count(*) FILTER (WHERE id NOT IN (SELECT id FROM existing)) AS inserted,
@@ -641,6 +697,46 @@ SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM existing e
            WHERE (e.leader_id, e.substitute_id, e.valid_from)
                = (w.leader_id, w.substitute_id, w.valid_from))) AS updated
 FROM written w
+"""
+
+_UPSERT_WEBHOOKS = """
+WITH input AS (
+    SELECT i.organisation_id, i.id, i.url, i.secret,
+           ARRAY(SELECT json_array_elements_text(i.events::json)) AS events, i.active
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[])
+        AS i(organisation_id, id, url, secret, events, active)
+),
+existing AS (
+    SELECT w.organisation_id, w.id
+    FROM webhook_subscriptions w JOIN input USING (organisation_id, id)
+),
+written AS (
+    INSERT INTO webhook_subscriptions AS t (organisation_id, id, url, secret, events, active)
+    SELECT organisation_id, id, url, secret, events, active FROM input
+    ON CONFLICT (organisation_id, id) DO UPDATE
+        SET url = EXCLUDED.url, secret = EXCLUDED.secret, events = EXCLUDED.events,
+            active = EXCLUDED.active, updated_at = now()
+        WHERE (t.url, t.secret, t.events, t.active)
+              IS DISTINCT FROM (EXCLUDED.url, EXCLUDED.secret, EXCLUDED.events, EXCLUDED.active)
+    RETURNING t.organisation_id, t.id
+)
+SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM existing e
+           WHERE (e.organisation_id, e.id) = (w.organisation_id, w.id))) AS inserted,
+       count(*) FILTER (WHERE EXISTS (SELECT 1 FROM existing e
+           WHERE (e.organisation_id, e.id) = (w.organisation_id, w.id))) AS updated
+FROM written w
+"""
+
+_DELETE_WEBHOOKS = """
+WITH gone AS (
+    DELETE FROM webhook_subscriptions w
+    WHERE w.organisation_id = ANY($1::text[])
+      AND NOT EXISTS (
+          SELECT 1 FROM unnest($2::text[], $3::text[]) AS k(organisation_id, id)
+          WHERE (k.organisation_id, k.id) = (w.organisation_id, w.id))
+    RETURNING 1
+)
+SELECT count(*) FROM gone
 """
 
 _INSERT_LEADERS = """

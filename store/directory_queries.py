@@ -8,16 +8,21 @@ retried returns the same answer and workflow histories stay deterministic.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import date
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict
+from asyncpg.pool import PoolConnectionProxy
+from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.directory import EligibleApprover, EscalationTarget
 from schemas.ids import OrganisationId, PersonId, UnitId
 from schemas.policy import Policy
 from schemas.trial import EscalationQuery, Step
+
+# A pool or a connection (inside a transaction): the channel look-ups run in both.
+Executor: TypeAlias = "asyncpg.Pool | asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 
 MAX_TREE_DEPTH = 100  # far deeper than any real organisation; bounds the walk up the tree
 
@@ -233,6 +238,104 @@ async def is_member(pool: asyncpg.Pool, person_id: str, unit_id: str) -> bool:
         unit_id,
     )
     return bool(value)
+
+
+class Contact(BaseModel):
+    """How to reach a person when a message is sent: looked up then, never kept in history."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: PersonId
+    organisation_id: OrganisationId
+    name: str
+    email: str
+    locale: str
+
+
+class TeamsChannel(BaseModel):
+    """The Teams webhook that serves a unit: its own, the nearest ancestor's, or the org's."""
+
+    model_config = ConfigDict(frozen=True)
+
+    owner: str  # "unit:<id>" or "organisation:<id>"
+    url: str
+
+
+class Webhook(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    organisation_id: OrganisationId
+    id: str
+    url: str
+    secret: str = Field(repr=False)
+    events: list[str]
+    active: bool
+
+    def wants(self, event_kind: str) -> bool:
+        return self.active and (not self.events or event_kind in self.events)
+
+
+async def contacts(pool: Executor, person_ids: Iterable[str]) -> dict[str, Contact]:
+    """Name, address and locale of each person still in the directory (erased ones are absent)."""
+    rows = await pool.fetch(
+        "SELECT id, organisation_id, name, email, locale FROM people WHERE id = ANY($1::text[])",
+        sorted(set(person_ids)),
+    )
+    return {r["id"]: Contact.model_validate(dict(r)) for r in rows}
+
+
+async def unit_names(pool: Executor, unit_ids: Iterable[str]) -> dict[str, str]:
+    rows = await pool.fetch(
+        "SELECT id, name FROM units WHERE id = ANY($1::text[])", sorted(set(unit_ids))
+    )
+    return {r["id"]: r["name"] for r in rows}
+
+
+async def unit_leader_ids(pool: Executor, unit_id: str) -> list[str]:
+    rows = await pool.fetch(
+        "SELECT person_id FROM unit_leaders WHERE unit_id = $1 ORDER BY person_id", unit_id
+    )
+    return [r["person_id"] for r in rows]
+
+
+async def teams_channel(pool: Executor, organisation_id: str, unit_id: str) -> TeamsChannel | None:
+    """The nearest Teams webhook URL up the unit tree from `unit_id`, else the organisation's."""
+    row = await pool.fetchrow(
+        """
+        WITH RECURSIVE chain(id, parent_id, url, depth, path) AS (
+            SELECT u.id, u.parent_id, u.teams_webhook_url, 0, ARRAY[u.id]
+            FROM units u WHERE u.id = $2 AND u.organisation_id = $1
+            UNION ALL
+            SELECT p.id, p.parent_id, p.teams_webhook_url, c.depth + 1, c.path || p.id
+            FROM chain c
+            JOIN units p ON p.id = c.parent_id AND p.organisation_id = $1
+            WHERE NOT p.id = ANY(c.path) AND c.depth < $3
+        )
+        SELECT owner, url FROM (
+            SELECT 'unit:' || id AS owner, url, depth FROM chain WHERE url IS NOT NULL
+            UNION ALL
+            SELECT 'organisation:' || id, teams_webhook_url, $3 + 1
+            FROM organisations WHERE id = $1 AND teams_webhook_url IS NOT NULL
+        ) found
+        ORDER BY depth LIMIT 1
+        """,
+        organisation_id,
+        unit_id,
+        MAX_TREE_DEPTH,
+    )
+    return None if row is None else TeamsChannel(owner=row["owner"], url=row["url"])
+
+
+async def webhooks(pool: Executor, organisation_id: str) -> list[Webhook]:
+    """The organisation's webhook subscriptions, active or not, by id."""
+    rows = await pool.fetch(
+        """
+        SELECT organisation_id, id, url, secret, events, active
+        FROM webhook_subscriptions WHERE organisation_id = $1 ORDER BY id
+        """,
+        organisation_id,
+    )
+    return [Webhook.model_validate(dict(r)) for r in rows]
 
 
 def _json(value: Any) -> Any:

@@ -13,6 +13,7 @@ from datetime import datetime
 import asyncpg
 
 from schemas.trial import EventKind, Phase, RecordEventInput, TrialView
+from store import outbox
 
 
 class OutOfOrderEvent(RuntimeError):
@@ -195,4 +196,6 @@ async def record_event(pool: asyncpg.Pool, item: RecordEventInput) -> bool:
                     for n in event.notifications
                 ],
             )
+        # Teams cards, webhook deliveries and NOTIFY provehandling_outbox (store/outbox.py).
+        await outbox.enqueue_deliveries(conn, event, view.organisation_id, view.unit_id)
     return True

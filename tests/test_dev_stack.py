@@ -64,6 +64,9 @@ def dev_env(data_dir: Path, frontend: int, ui: int, database_url: str | None) ->
         PROVE_TEMPORAL_ADDRESS=f"127.0.0.1:{frontend}",
         PROVE_TEMPORAL_UI_PORT=str(ui),
         PROVE_API_PORT=str(free_port()),
+        PROVE_SMTP_PORT=str(free_port()),
+        PROVE_METRICS_PORT=str(free_port()),
+        PROVE_SDK_METRICS_PORT=str(free_port()),
     )
     if database_url is not None:
         env["PROVE_DATABASE_URL"] = database_url

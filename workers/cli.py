@@ -509,7 +509,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         _error(_settings_problem(exc))
         return 1
-    configure_logging(settings.log_level)
+    if settings.log_format == "json":
+        from metrics.logging import configure_json_logging
+
+        configure_json_logging(settings.log_level)
+    else:
+        configure_logging(settings.log_level)
     handler: Handler = args.handler
     try:
         return asyncio.run(handler(args, settings))

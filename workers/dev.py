@@ -115,6 +115,31 @@ def dev_ports(settings: Settings) -> list[Port]:
         Port(host, port, "Temporal frontend", "PROVE_TEMPORAL_ADDRESS"),
         Port(host, settings.temporal_ui_port, "Temporal UI", "PROVE_TEMPORAL_UI_PORT"),
         Port(settings.api_host, settings.api_port, "API", "PROVE_API_PORT"),
+        Port(settings.smtp_host, settings.smtp_port, "local SMTP server", "PROVE_SMTP_PORT"),
+        *(
+            [
+                Port(
+                    settings.metrics_host,
+                    settings.metrics_port,
+                    "worker metrics",
+                    "PROVE_METRICS_PORT",
+                )
+            ]
+            if settings.metrics_port
+            else []
+        ),
+        *(
+            [
+                Port(
+                    settings.metrics_host,
+                    settings.sdk_metrics_port,
+                    "Temporal SDK metrics",
+                    "PROVE_SDK_METRICS_PORT",
+                )
+            ]
+            if settings.sdk_metrics_port
+            else []
+        ),
     ]
 
 
@@ -510,6 +535,24 @@ class TrialWorker(Component):
             log.exception("the worker failed while stopping")
 
 
+class MailServer(Component):
+    """A local SMTP server: every mail the stack sends is printed in short and kept as .eml."""
+
+    name = "local SMTP server"
+
+    def __init__(self, settings: Settings, data_dir: Path) -> None:
+        from notifications.dev_smtp import DevMailServer
+
+        self.folder = data_dir / "mail"
+        self.server = DevMailServer(settings.smtp_host, settings.smtp_port, self.folder)
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+
 class ApiServer(Component):
     """The HTTP API (uvicorn) in this process, against the stack's Temporal and database."""
 
@@ -587,8 +630,12 @@ class DevStack:
         check_ports(dev_ports(self.settings))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
-        await self._start_together(self.temporal, self.database)
+        self.mail = MailServer(self.settings, self.data_dir)
+        await self._start_together(self.temporal, self.database, self.mail)
         assert self.temporal.client is not None
+        from workflows.digest import ensure_digest_schedule
+
+        await ensure_digest_schedule(self.temporal.client, self.settings.task_queue)
         worker = TrialWorker(self.worker_settings(), self.temporal.client, self.stop_event)
         await self._start_together(worker)
         await self._start_together(ApiServer(self.worker_settings()))
@@ -717,7 +764,14 @@ class DevStack:
             f" task queue {self.settings.task_queue}",
             f"  Database     {self.database.describe()}",
             f"  Data dir     {self.data_dir}",
+            f"  Mail         smtp://{self.settings.smtp_host}:{self.settings.smtp_port},"
+            f" kept in {self.data_dir / 'mail'}",
         ]
+        if self.settings.metrics_port:
+            lines.append(
+                f"  Metrics      http://{self.settings.metrics_host}:{self.settings.metrics_port}"
+                "/metrics (worker), /healthz, /readyz"
+            )
         tokens = getattr(self, "_tokens", {})
         if DEMO_EMPLOYEE in tokens and DEMO_LEADER in tokens:
             lines += [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -26,7 +27,22 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwks_url: str | None = None
     log_level: str = "INFO"
-    max_cached_workflows: int = 1000
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object per line, for ops
+    # Workflows kept in memory between tasks (~0.4 MB each). A trial waits days between tasks,
+    # so a big cache buys little; an evicted workflow is replayed from history when it wakes.
+    max_cached_workflows: int = 250
+
+    # Temporal Cloud or a cluster with mTLS / API keys.
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_tls_ca: Path | None = None
+    temporal_api_key: str | None = None
+
+    # Ops: the worker's /metrics, /healthz, /readyz and the Temporal SDK's metrics (0 = off).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
+    sdk_metrics_port: int = 9465
+    metrics_refresh_seconds: float = 15.0
 
     # Notifications (notifications/): e-mail over SMTP, Teams and webhooks over HTTPS.
     smtp_host: str = "127.0.0.1"

@@ -66,6 +66,10 @@ class WorkerProcess:
             "PROVE_TEMPORAL_ADDRESS": address,
             "PROVE_DATABASE_URL": database_url,
             "PROVE_TASK_QUEUE": task_queue,
+            # several workers share this machine: no fixed ops ports, no dispatcher
+            "PROVE_METRICS_PORT": "0",
+            "PROVE_SDK_METRICS_PORT": "0",
+            "PROVE_DISPATCHER_ENABLED": "false",
         }
         self.task_queue = task_queue
         self.process: subprocess.Popen[bytes] | None = None

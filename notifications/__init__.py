@@ -1,0 +1,1 @@
+"""Delivery of notifications: e-mail, Microsoft Teams and signed webhooks, each exactly once."""
