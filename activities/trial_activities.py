@@ -19,7 +19,7 @@ from metrics.logging import log_event
 from schemas.directory import EligibleApprover, EscalationTarget
 from schemas.errors import RefusalType
 from schemas.policy import Policy
-from schemas.trial import ApproverQuery, EscalationQuery, RecordEventInput
+from schemas.trial import ApproverQuery, EscalationQuery, RecordEventInput, RecordEventsInput
 from store import directory_queries, read_model
 
 log = logging.getLogger("provehandling.activities")
@@ -66,10 +66,28 @@ class TrialActivities:
             await observe_recorded(self.pool, item)
         return written
 
+    @activity.defn(name="record_events")
+    async def record_events(self, item: RecordEventsInput) -> list[bool]:
+        """All the events of one command or timer step in one transaction (see read_model)."""
+        if any(event.trial_id != item.view.trial_id for event in item.events):
+            raise ApplicationError(
+                "events[].trial_id: does not match the view's trial",
+                type=RefusalType.INVALID.value,
+                non_retryable=True,
+            )
+        written = await read_model.record_events(self.pool, item)
+        for event, first_write in zip(item.events, written, strict=True):
+            if first_write:  # a retried activity neither logs nor counts again
+                log_event(log, event, item.view.organisation_id, item.view.workflow_id)
+                await observe_recorded(self.pool, RecordEventInput(event=event, view=item.view))
+        return written
+
     def all(self) -> list[Callable[..., Any]]:
+        # record_event stays registered: histories from before batching still schedule it
         return [
             self.load_policy,
             self.resolve_approvers,
             self.resolve_escalation,
             self.record_event,
+            self.record_events,
         ]

@@ -41,8 +41,8 @@ async def run(quick: bool, output: Path) -> dict[str, Any]:
         stack = await open_stack(stack_scope)
         figures = await lifecycles.measure(
             stack,
-            total=10 if quick else 100,
-            concurrency=10 if quick else 25,
+            total=10 if quick else 120,
+            concurrency=10 if quick else 40,
             rounds=1 if quick else 3,
         )
         results["lifecycles"] = figures

@@ -24,7 +24,7 @@ from tests.factory import proposal_for
 from trial_client.client import TrialClient
 from workflows.calendar import BusinessCalendar
 
-PERIOD_SECONDS = 1
+PERIOD_SECONDS = 3  # long enough that a check-in right after approval is never too late
 POLL = 0.1
 
 

@@ -250,6 +250,13 @@ class RecordEventInput(BaseModel):
     view: TrialView
 
 
+class RecordEventsInput(BaseModel):
+    """Events one command or timer caused, in seq order, and the view after the last of them."""
+
+    events: list[TrialEvent] = Field(min_length=1)
+    view: TrialView
+
+
 class TrialStart(BaseModel):
     """Workflow input: a new proposal, or the carried state when continuing as new."""
 

@@ -12,7 +12,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
 from schemas.commands import Actor
-from schemas.trial import RecordEventInput, TrialView
+from schemas.trial import RecordEventInput, RecordEventsInput, TrialView
 from trial_client.client import TrialClient
 from workflows.calendar import BusinessCalendar
 
@@ -137,19 +137,23 @@ async def run_histories(env: WorkflowEnvironment, workflow_id: str) -> list[Work
 
 
 async def recorded_inputs(env: WorkflowEnvironment, workflow_id: str) -> list[RecordEventInput]:
-    """The input of every record_event activity scheduled in the workflow's histories."""
+    """Every event the workflow's histories scheduled for recording, one input per event."""
     found: list[RecordEventInput] = []
     for history in await run_histories(env, workflow_id):
         for e in history.events:
             if not e.HasField("activity_task_scheduled_event_attributes"):
                 continue
             attrs = e.activity_task_scheduled_event_attributes
-            if attrs.activity_type.name != "record_event":
-                continue
-            [item] = await env.client.data_converter.decode(
-                attrs.input.payloads, [RecordEventInput]
-            )
-            found.append(item)
+            if attrs.activity_type.name == "record_event":  # before batched recording
+                [item] = await env.client.data_converter.decode(
+                    attrs.input.payloads, [RecordEventInput]
+                )
+                found.append(item)
+            elif attrs.activity_type.name == "record_events":
+                [batch] = await env.client.data_converter.decode(
+                    attrs.input.payloads, [RecordEventsInput]
+                )
+                found.extend(RecordEventInput(event=ev, view=batch.view) for ev in batch.events)
     return found
 
 

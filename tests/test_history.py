@@ -19,7 +19,7 @@ from temporalio.worker import Worker
 from activities.trial_activities import TrialActivities
 from schemas.commands import ApprovalDecision, CheckIn, OutcomeDecision
 from schemas.duration import Duration
-from schemas.trial import Phase, RecordEventInput, TrialEvent, TrialView
+from schemas.trial import Phase, RecordEventInput, RecordEventsInput, TrialEvent, TrialView
 from store import read_model
 from tests.factory import FAST_POLICY, make_org, proposal_for
 from tests.helpers import (
@@ -117,9 +117,9 @@ async def test_postgres_events_match_temporal_history(
 class CrashAfterCommit(TrialActivities):
     """Writes the event, then fails its first attempt, as a worker dying before it reports."""
 
-    @activity.defn(name="record_event")
-    async def record_event(self, item: RecordEventInput) -> bool:
-        written = await super().record_event(item)
+    @activity.defn(name="record_events")
+    async def record_events(self, item: RecordEventsInput) -> list[bool]:
+        written = await super().record_events(item)
         if activity.info().attempt == 1:
             raise RuntimeError("worker lost after the transaction committed")
         return written
@@ -145,7 +145,8 @@ async def test_retried_activity_records_one_event(
         if e.HasField("activity_task_started_event_attributes")
         and e.activity_task_started_event_attributes.attempt >= 2
     ]
-    assert len(retried) == 4  # proposed, approval_given, approved, started: each retried once
+    # two recordings, each retried once: the proposal, and the approval's three events at once
+    assert len(retried) == 2
     assert await assert_events_match_history(env, pool, view.trial_id, view.workflow_id) == 4
     outbox = await outbox_of(pool, view.trial_id)
     assert len(outbox) == len(set(outbox))

@@ -9,7 +9,8 @@ every waiting step runs on a movable deadline and an escalation ladder. State is
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -54,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         OutcomeRecord,
         Phase,
         RecordEventInput,
+        RecordEventsInput,
         Step,
         StepClock,
         TrialEvent,
@@ -124,16 +126,17 @@ class TrialWorkflow:
         self._calendar: BusinessCalendar | None = None
         self._history_limit = start.history_event_limit
         self._published: tuple[str, str, str, int] | None = None
+        self._unrecorded: list[TrialEvent] = []
 
     # ------------------------------------------------------------------ run loop
 
     @workflow.run
     async def run(self, start: TrialStart) -> TrialView:
         if start.carried is None:
-            async with self._lock:
+            async with self._serialised():
                 await self._open_trial(start)
         while not self.s.closed:
-            async with self._lock:
+            async with self._serialised():
                 await self._process_due()
             if self.s.closed:
                 break
@@ -208,6 +211,7 @@ class TrialWorkflow:
             updated_at=now,
         )
         await self._begin_approval(EventKind.PROPOSED, Actor(person_id=start.proposer_id))
+        await self._flush()  # recorded before `ready` answers: the proposer reads their write
         self._ready = True
 
     # ------------------------------------------------------------------ deadlines and ladders
@@ -569,13 +573,39 @@ class TrialWorkflow:
             },
             notifications=intents,
         )
-        await workflow.execute_activity_method(
+        if workflow.patched("batched-recording-v1"):
+            self._unrecorded.append(event)  # written by _flush when the lock is released
+            return
+        await workflow.execute_activity_method(  # histories from before batching
             TrialActivities.record_event,
             RecordEventInput(event=event, view=s),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RECORD_RETRY,
         )
-        self._wake = True
+        self._wake = True  # after the write: waking earlier would change the commands issued
+
+    async def _flush(self) -> None:
+        """Write the events emitted since the last flush, with the view after them, at once."""
+        if not self._unrecorded:
+            return
+        events, self._unrecorded = self._unrecorded, []
+        await workflow.execute_activity_method(
+            TrialActivities.record_events,
+            RecordEventsInput(events=events, view=self.s),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RECORD_RETRY,
+        )
+        self._wake = True  # the main loop recomputes its deadlines from the new state
+
+    @contextlib.asynccontextmanager
+    async def _serialised(self) -> AsyncIterator[None]:
+        """One command or timer step at a time; its events are recorded before the next starts,
+        and before an update handler returns, so callers read their writes."""
+        async with self._lock:
+            try:
+                yield
+            finally:
+                await self._flush()
 
     def _publish_search_attributes(self) -> None:
         """Keep phase, organisation, unit and escalation level filterable in the Temporal UI."""
@@ -692,7 +722,7 @@ class TrialWorkflow:
 
     @workflow.update
     async def decide_approval(self, cmd: ApprovalDecision) -> TrialView:
-        async with self._lock:
+        async with self._serialised():
             self._check(self._rule_approval, cmd)
             s = self.s
             record = ApprovalRecord(
@@ -748,7 +778,7 @@ class TrialWorkflow:
 
     @workflow.update
     async def revise(self, cmd: Revision) -> TrialView:
-        async with self._lock:
+        async with self._serialised():
             self._check(self._rule_revise, cmd)
             self.s.proposal = cmd.proposal
             await self._begin_approval(EventKind.REVISED, cmd.actor)
@@ -764,7 +794,7 @@ class TrialWorkflow:
 
     @workflow.update
     async def withdraw(self, cmd: Withdraw) -> TrialView:
-        async with self._lock:
+        async with self._serialised():
             self._check(self._rule_withdraw, cmd)
             s = self.s
             s.phase = Phase.WITHDRAWN
@@ -798,7 +828,7 @@ class TrialWorkflow:
 
     @workflow.update
     async def check_in(self, cmd: CheckIn) -> TrialView:
-        async with self._lock:
+        async with self._serialised():
             self._check(self._rule_check_in, cmd)
             s = self.s
             person = self._require_taking_part(cmd.actor, "check in")
@@ -825,7 +855,7 @@ class TrialWorkflow:
 
     @workflow.update
     async def pause(self, cmd: Pause) -> TrialView:
-        async with self._lock:
+        async with self._serialised():
             self._check(self._rule_pause, cmd)
             s = self.s
             s.phase = Phase.PAUSED
@@ -850,7 +880,7 @@ class TrialWorkflow:
 
     @workflow.update
     async def resume(self, cmd: Resume) -> TrialView:
-        async with self._lock:
+        async with self._serialised():
             self._check(self._rule_resume, cmd)
             s = self.s
             assert s.paused_at is not None and s.deadlines.ends_at is not None
@@ -898,7 +928,7 @@ class TrialWorkflow:
 
     @workflow.update
     async def extend(self, cmd: Extend) -> TrialView:
-        async with self._lock:
+        async with self._serialised():
             self._check(self._rule_extend, cmd)
             s = self.s
             previous = s.deadlines.ends_at
@@ -927,7 +957,7 @@ class TrialWorkflow:
 
     @workflow.update
     async def abort(self, cmd: Abort) -> TrialView:
-        async with self._lock:
+        async with self._serialised():
             self._check(self._rule_abort, cmd)
             self.s.abort_reason = cmd.reason
             await self._end_running(EventKind.ABORTED, cmd.actor, {"reason": cmd.reason})
@@ -951,7 +981,7 @@ class TrialWorkflow:
 
     @workflow.update
     async def evaluate(self, cmd: Evaluation) -> TrialView:
-        async with self._lock:
+        async with self._serialised():
             self._check(self._rule_evaluate, cmd)
             s = self.s
             person = self._require_taking_part(cmd.actor, "evaluate")
@@ -988,7 +1018,7 @@ class TrialWorkflow:
 
     @workflow.update
     async def decide_outcome(self, cmd: OutcomeDecision) -> TrialView:
-        async with self._lock:
+        async with self._serialised():
             self._check(self._rule_outcome, cmd)
             s = self.s
             now = workflow.now()
@@ -1081,7 +1111,7 @@ class TrialWorkflow:
 
     @workflow.update
     async def answer_follow_up(self, cmd: FollowUpAnswer) -> TrialView:
-        async with self._lock:
+        async with self._serialised():
             self._check(self._rule_follow_up, cmd)
             s = self.s
             assert s.follow_up is not None
