@@ -27,9 +27,15 @@ test: $(STAMP)
 	$(BIN)/pytest --ignore=tests/reliability $(PYTEST_ARGS)
 	$(BIN)/pytest --server=dev -m "not time_skipping_only" $(DEV_SERVER_TESTS) $(PYTEST_ARGS)
 
-# Faults a trial must survive: killed workers and servers, PostgreSQL outages, lost workers.
+# Faults a trial must survive: killed workers and servers, PostgreSQL outages, lost workers,
+# racing commands, 1,000 concurrent lifecycles through the API (PROVE_LOAD_TRIALS), mail and
+# webhook receivers down then up, and 1,000+ generated requests over the OpenAPI document.
 reliability: $(STAMP)
 	$(BIN)/pytest tests/reliability $(PYTEST_ARGS)
+	$(BIN)/pytest tests/test_notifications_delivery.py \
+		-k "down_for_a_while or answering_500 or per_trial_order or two_dispatchers" $(PYTEST_ARGS)
+	PROVE_SCHEMATHESIS_EXAMPLES=40 PROVE_SCHEMATHESIS_MIN_REQUESTS=1000 \
+		$(BIN)/pytest -s tests/test_api_schemathesis.py $(PYTEST_ARGS)
 
 # Benchmarks: print figures and write them to bench/results.json (bench-quick: a short run for CI).
 bench: $(STAMP)

@@ -9,6 +9,7 @@ with random trial ids and with the id of a real trial, so commands reach the wor
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import Counter
 from typing import Any
 
@@ -28,7 +29,9 @@ from schemathesis.specs.openapi.checks import (
 from tests.api_fixtures import Api, api_fixture, api_server_fixture  # noqa: F401
 from tests.factory import FAST_POLICY, make_org
 
-MAX_EXAMPLES = 20
+# `make test` keeps it short; `make reliability` asks for 1,000+ requests through these settings.
+MAX_EXAMPLES = int(os.environ.get("PROVE_SCHEMATHESIS_EXAMPLES", "20"))
+MIN_REQUESTS = int(os.environ.get("PROVE_SCHEMATHESIS_MIN_REQUESTS", "200"))
 POSITIVE_CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -98,6 +101,6 @@ async def test_no_server_errors_and_answers_match_the_document(api: Api) -> None
     failures, statuses = await asyncio.to_thread(_fuzz, api.base_url, token, trial["trial_id"])
     assert not failures, "\n\n".join(failures)
     print(f"schemathesis: {sum(statuses.values())} requests, statuses {sorted(statuses.items())}")
-    assert sum(statuses.values()) > 200
+    assert sum(statuses.values()) >= MIN_REQUESTS
     assert {200, 404, 422} <= set(statuses)
     assert not any(status >= 500 for status in statuses)

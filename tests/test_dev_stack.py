@@ -16,6 +16,9 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 from typing import IO
 
@@ -85,6 +88,24 @@ DEMO_PROPOSAL = {
     "planned_start": "2099-01-05",
     "planned_duration": "6 weeks",
 }
+
+
+def _mail_to(folder: Path, recipient: str) -> EmailMessage | None:
+    for path in sorted(folder.glob("*.eml")) if folder.exists() else []:
+        message = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+        if recipient in str(message["To"]) and isinstance(message, EmailMessage):
+            return message
+    return None
+
+
+async def wait_for_mail(folder: Path, recipient: str, seconds: float = 30) -> EmailMessage:
+    """The first .eml in `folder` addressed to `recipient`, once the dispatcher has sent it."""
+    for _ in range(int(seconds * 4)):
+        found = await asyncio.to_thread(_mail_to, folder, recipient)
+        if found is not None:
+            return found
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"no mail to {recipient} in {folder}")
 
 
 def banner_tokens(banner: list[str]) -> dict[str, str]:
@@ -258,6 +279,10 @@ async def test_dev_stack_starts_stops_on_sigterm_and_resumes(
         )
         assert proposed.status_code == 201, proposed.text
         trial_id = proposed.json()["trial_id"]
+    # The leader's mail reaches the stack's own SMTP server, in Danish, and is kept as .eml.
+    mail = await wait_for_mail(data_dir / "mail", "anne.holm@aarhus.example")
+    assert mail["Subject"] == "Godkend prøvehandlingen «Morgenhuddle på ti minutter»"
+    assert "mail to anne.holm@aarhus.example" in first.stderr()
     # A workflow nobody serves: it must still be there after a restart.
     probe = await client.start_workflow(
         "PersistenceProbe", id=f"probe-{uuid.uuid4().hex[:8]}", task_queue="nobody-polls"
