@@ -41,9 +41,9 @@ async def run(quick: bool, output: Path) -> dict[str, Any]:
         stack = await open_stack(stack_scope)
         figures = await lifecycles.measure(
             stack,
-            total=10 if quick else 120,
-            concurrency=10 if quick else 40,
-            rounds=1 if quick else 3,
+            total=10 if quick else 60,
+            concurrency=10 if quick else 20,
+            rounds=1 if quick else 2,
         )
         results["lifecycles"] = figures
         print(
@@ -51,7 +51,7 @@ async def run(quick: bool, output: Path) -> dict[str, Any]:
             f" {figures['baseline_per_second']}, ratio {figures['ratio']} (target >= 0.8)",
             flush=True,
         )
-        latency = await api_latency.measure(stack, approvals=20 if quick else 200)
+        latency = await api_latency.measure(stack, approvals=20 if quick else 100)
         results["approval_round_trip"] = latency
         print(
             f"approval through the API, request to new view: p50 {latency['p50_ms']} ms,"

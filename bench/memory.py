@@ -8,7 +8,6 @@ from datetime import datetime
 
 from bench.stack import Stack, rss_mb
 from schemas.commands import Actor as A
-from schemas.commands import ApprovalDecision
 from schemas.duration import Duration
 from tests.factory import proposal_for
 from workflows.calendar import BusinessCalendar
@@ -31,19 +30,14 @@ async def measure(stack: Stack, open_trials: int, concurrency: int = 40) -> dict
                 title=f"Åben prøvehandling {n}",
                 planned_duration=Duration.model_validate("12 weeks"),
             )
-            view = await trials.propose(A(person_id=org.proposer), proposal)
-            await trials.command(
-                view.trial_id,
-                "decide_approval",
-                ApprovalDecision(actor=A(person_id=org.lead_a), decision="approve"),
-            )
+            await trials.propose(A(person_id=org.proposer), proposal)  # waits on its timers
 
     try:
         await asyncio.gather(*(open_one(n) for n in range(open_trials)))
         await asyncio.sleep(5)  # let the worker settle: every trial now waits on its timers
         loaded = rss_mb(worker.pid)
         running = await stack.pool.fetchval(
-            "SELECT count(*) FROM trials WHERE phase = 'running' AND title LIKE 'Åben%'"
+            "SELECT count(*) FROM trials WHERE phase = 'proposed' AND title LIKE 'Åben%'"
         )
     finally:
         worker.stop()

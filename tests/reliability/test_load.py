@@ -16,6 +16,7 @@ from datetime import datetime
 
 import asyncpg
 import httpx
+import pytest
 
 from api.app import create_app
 from api.auth import create_token
@@ -46,6 +47,7 @@ class _Env:
         self.client = client
 
 
+@pytest.mark.timeout(1800)  # 1,000 lifecycles take minutes on a two-core machine
 async def test_many_concurrent_lifecycles_through_the_api(
     dev_server: DevServer,
     pool: asyncpg.Pool,
