@@ -16,7 +16,6 @@ import asyncpg
 import psutil
 from temporalio.client import Client
 
-from schemas.directory import DirectoryFile
 from store.db import create_pool, migrate
 from store.directory import load_directory
 from tests.factory import TestOrg, directory_for
@@ -94,6 +93,6 @@ async def open_stack(exit_stack: AsyncExitStack) -> Stack:
     pool = await create_pool(database_url, max_size=20)
     exit_stack.push_async_callback(pool.close)
     directory, org = directory_for(BENCH_POLICY)
-    await load_directory(pool, DirectoryFile.model_validate(directory.model_dump()))
+    await load_directory(pool, directory)
     client = await server.client()
     return Stack(server, client, pool, database_url, org, folder)

@@ -166,9 +166,6 @@ class TrialView(BaseModel):
         """The highest rung any open step has reached (0 when nothing is escalated)."""
         return max((clock.level for clock in self.clocks.values()), default=0)
 
-    def escalation_levels(self) -> dict[str, int]:
-        return {step.value: clock.level for step, clock in self.clocks.items()}
-
 
 class NotificationKind(StrEnum):
     APPROVAL_REQUESTED = "approval_requested"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
@@ -19,6 +20,13 @@ from workflows.calendar import BusinessCalendar
 if TYPE_CHECKING:
     from schemas.commands import Evaluation
     from tests.factory import TestOrg
+
+
+def free_port() -> int:
+    """A loopback port free right now (for servers that take a number, not a socket)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def as_(person_id: str, on_behalf_of: str | None = None) -> Actor:

@@ -32,18 +32,11 @@ from metrics.sdk import temporal_runtime
 from schemas.commands import OutcomeDecision
 from schemas.trial import Phase, TrialView
 from tests.factory import FAST_POLICY, make_org
-from tests.helpers import as_, evaluation_by, running_trial, wait_for
+from tests.helpers import as_, evaluation_by, free_port, running_trial, wait_for
 from trial_client.client import TrialClient
 from workers.binaries import temporal_cli
 from workers.temporal_setup import register_search_attributes
 from workers.worker import build_worker
-
-
-def free_port() -> int:
-    """A loopback port free right now (for servers that take a number, not a socket)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def bound_socket() -> socket.socket:

@@ -32,6 +32,8 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from tests.helpers import free_port
+
 SCRIPT = Path(sys.executable).parent / "provehandling"
 BANNER_END = "Ctrl-C stops everything."
 READY_TIMEOUT = 90.0
@@ -44,12 +46,6 @@ pytestmark = pytest.mark.timeout(300)
 def _default_pass_only(request: pytest.FixtureRequest) -> None:
     if request.config.getoption("--server") != "time-skipping":
         pytest.skip("starts its own Temporal server; runs in the default pass")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def two_free_ports() -> tuple[int, int]:

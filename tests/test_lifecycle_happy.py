@@ -10,7 +10,6 @@ from temporalio.testing import WorkflowEnvironment
 from schemas.commands import (
     ApprovalDecision,
     CheckIn,
-    Evaluation,
     FollowUpAnswer,
     OutcomeDecision,
 )
@@ -20,6 +19,7 @@ from tests.factory import FAST_POLICY, make_org, proposal_for
 from tests.helpers import (
     as_,
     assert_events_match_history,
+    evaluation_by,
     events_of,
     kinds_of,
     outbox_of,
@@ -27,17 +27,6 @@ from tests.helpers import (
     wait_for,
 )
 from trial_client.client import TrialClient
-
-
-def _evaluation(person: str) -> Evaluation:
-    return Evaluation(
-        actor=as_(person),
-        worked="yes",
-        effect="Kortere overlevering",
-        effort=2,
-        value=4,
-        prediction_held="partly",
-    )
 
 
 async def test_happy_path_to_adoption_and_follow_up(
@@ -71,9 +60,9 @@ async def test_happy_path_to_adoption_and_follow_up(
 
     view = await wait_for(env, trials, view.trial_id, lambda v: v.phase is Phase.EVALUATING)
     for person in (org.proposer, org.part1):
-        view = await trials.command(view.trial_id, "evaluate", _evaluation(person))
+        view = await trials.command(view.trial_id, "evaluate", evaluation_by(person))
         assert view.phase is Phase.EVALUATING
-    view = await trials.command(view.trial_id, "evaluate", _evaluation(org.part2))
+    view = await trials.command(view.trial_id, "evaluate", evaluation_by(org.part2))
     assert view.phase is Phase.DECIDING
 
     view = await trials.command(

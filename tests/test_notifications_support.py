@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import secrets
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,15 +33,10 @@ from notifications.dispatcher import Dispatcher
 from schemas.directory import WebhookSubscription
 from store.directory import load_directory
 from tests.factory import TestOrg, directory_for
+from tests.helpers import free_port
 from workers.settings import Settings
 
 PUBLIC_BASE_URL = "https://prove.example"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from schemas.directory import EligibleApprover
-from schemas.errors import RefusalType, RuleViolation
+from schemas.errors import RuleViolation
 from schemas.policy import Policy
 from schemas.proposal import Proposal
 from workflows.calendar import BusinessCalendar
@@ -37,7 +37,3 @@ def eligible_on(
         if entry.person_id == person_id and entry.valid_on(today):
             return entry
     return None
-
-
-def refuse(kind: RefusalType, field: str, message: str) -> RuleViolation:
-    return RuleViolation(field, message, kind)
