@@ -156,6 +156,10 @@ class TrialView(BaseModel):
     previous_iterations: list[IterationSummary] = Field(default_factory=list)
     last_seq: int = 0
     closed: bool = False
+    handled_updates: list[str] = Field(
+        default_factory=list,
+        description="Ids of the latest commands applied; a retry of one is answered, not redone.",
+    )
 
     @property
     def participants(self) -> list[PersonId]:

@@ -93,6 +93,7 @@ STEP_OF_PHASE = {
     Phase.DECIDING: Step.DECISION,
 }
 LEADER_ACTS = "the proposer or an eligible leader"
+HANDLED_UPDATES_KEPT = 200  # command ids remembered across continue-as-new
 
 
 def _refusal(error: RuleViolation) -> ApplicationError:
@@ -606,6 +607,21 @@ class TrialWorkflow:
                 yield
             finally:
                 await self._flush()
+            update = workflow.current_update_info()  # reached only when the body succeeded
+            if update is not None and self._state is not None:
+                handled = self.s.handled_updates
+                handled.append(update.id)
+                del handled[:-HANDLED_UPDATES_KEPT]
+
+    def _already_done(self) -> bool:
+        """This update id was applied already: a client retrying across continue-as-new, where
+        Temporal's own de-duplication (per run) cannot see the first attempt."""
+        update = workflow.current_update_info()
+        return (
+            update is not None
+            and self._state is not None
+            and (update.id in self._state.handled_updates)
+        )
 
     def _publish_search_attributes(self) -> None:
         """Keep phase, organisation, unit and escalation level filterable in the Temporal UI."""
@@ -629,6 +645,8 @@ class TrialWorkflow:
 
     def _check(self, rule: Callable[[T], None], command: T) -> None:
         """Run a rule; a broken one becomes the refusal the caller sees."""
+        if self._already_done():
+            return  # answered with the current view by the handler, not refused
         if self._state is None or not self._ready:
             raise ApplicationError(
                 "the trial is still being set up; try again in a moment",
@@ -723,6 +741,8 @@ class TrialWorkflow:
     @workflow.update
     async def decide_approval(self, cmd: ApprovalDecision) -> TrialView:
         async with self._serialised():
+            if self._already_done():
+                return self.s
             self._check(self._rule_approval, cmd)
             s = self.s
             record = ApprovalRecord(
@@ -779,6 +799,8 @@ class TrialWorkflow:
     @workflow.update
     async def revise(self, cmd: Revision) -> TrialView:
         async with self._serialised():
+            if self._already_done():
+                return self.s
             self._check(self._rule_revise, cmd)
             self.s.proposal = cmd.proposal
             await self._begin_approval(EventKind.REVISED, cmd.actor)
@@ -795,6 +817,8 @@ class TrialWorkflow:
     @workflow.update
     async def withdraw(self, cmd: Withdraw) -> TrialView:
         async with self._serialised():
+            if self._already_done():
+                return self.s
             self._check(self._rule_withdraw, cmd)
             s = self.s
             s.phase = Phase.WITHDRAWN
@@ -829,6 +853,8 @@ class TrialWorkflow:
     @workflow.update
     async def check_in(self, cmd: CheckIn) -> TrialView:
         async with self._serialised():
+            if self._already_done():
+                return self.s
             self._check(self._rule_check_in, cmd)
             s = self.s
             person = self._require_taking_part(cmd.actor, "check in")
@@ -856,6 +882,8 @@ class TrialWorkflow:
     @workflow.update
     async def pause(self, cmd: Pause) -> TrialView:
         async with self._serialised():
+            if self._already_done():
+                return self.s
             self._check(self._rule_pause, cmd)
             s = self.s
             s.phase = Phase.PAUSED
@@ -881,6 +909,8 @@ class TrialWorkflow:
     @workflow.update
     async def resume(self, cmd: Resume) -> TrialView:
         async with self._serialised():
+            if self._already_done():
+                return self.s
             self._check(self._rule_resume, cmd)
             s = self.s
             assert s.paused_at is not None and s.deadlines.ends_at is not None
@@ -929,6 +959,8 @@ class TrialWorkflow:
     @workflow.update
     async def extend(self, cmd: Extend) -> TrialView:
         async with self._serialised():
+            if self._already_done():
+                return self.s
             self._check(self._rule_extend, cmd)
             s = self.s
             previous = s.deadlines.ends_at
@@ -958,6 +990,8 @@ class TrialWorkflow:
     @workflow.update
     async def abort(self, cmd: Abort) -> TrialView:
         async with self._serialised():
+            if self._already_done():
+                return self.s
             self._check(self._rule_abort, cmd)
             self.s.abort_reason = cmd.reason
             await self._end_running(EventKind.ABORTED, cmd.actor, {"reason": cmd.reason})
@@ -982,6 +1016,8 @@ class TrialWorkflow:
     @workflow.update
     async def evaluate(self, cmd: Evaluation) -> TrialView:
         async with self._serialised():
+            if self._already_done():
+                return self.s
             self._check(self._rule_evaluate, cmd)
             s = self.s
             person = self._require_taking_part(cmd.actor, "evaluate")
@@ -1019,6 +1055,8 @@ class TrialWorkflow:
     @workflow.update
     async def decide_outcome(self, cmd: OutcomeDecision) -> TrialView:
         async with self._serialised():
+            if self._already_done():
+                return self.s
             self._check(self._rule_outcome, cmd)
             s = self.s
             now = workflow.now()
@@ -1112,6 +1150,8 @@ class TrialWorkflow:
     @workflow.update
     async def answer_follow_up(self, cmd: FollowUpAnswer) -> TrialView:
         async with self._serialised():
+            if self._already_done():
+                return self.s
             self._check(self._rule_follow_up, cmd)
             s = self.s
             assert s.follow_up is not None
