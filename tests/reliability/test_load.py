@@ -12,7 +12,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 import httpx
@@ -30,6 +30,10 @@ from workflows.calendar import BusinessCalendar
 
 TRIALS = int(os.environ.get("PROVE_LOAD_TRIALS", "1000"))
 CONCURRENCY = 100
+# Long enough that most check-ins land inside the trial period even when the dev server is
+# saturated (approvals then take seconds); a check-in that arrives after the period ended must be
+# refused, and the test checks that the refusal was right.
+TRIAL_PERIOD = "20 seconds"
 LOAD_POLICY = {
     "approval_sla": "2 hours",
     "reminder_after": "1 hours",
@@ -66,12 +70,13 @@ async def test_many_concurrent_lifecycles_through_the_api(
     }
     day = BusinessCalendar.today(datetime.now().astimezone())
     gate = asyncio.Semaphore(CONCURRENCY)
+    checked_in: list[str] = []
     assert TEST_SECRET == settings.jwt_secret
 
     async def lifecycle(http: httpx.AsyncClient, n: int) -> str:
         async with gate:
             body = proposal_for(org, day, title=f"Belastning {n}").model_dump(mode="json")
-            body["planned_duration"] = "5 seconds"
+            body["planned_duration"] = TRIAL_PERIOD
             created = await http.post("/trials", json=body, headers=token[org.proposer])
             assert created.status_code == 201, created.text
             tid = created.json()["trial_id"]
@@ -91,9 +96,20 @@ async def test_many_concurrent_lifecycles_through_the_api(
                 raise AssertionError(f"trial {tid} stuck in {view['phase']}")
 
             await post("approvals", org.lead_a, {"decision": "approve"}, "running")
-            await post(
-                "check-ins", org.part1, {"note": "Godt i gang", "measures": {"overlevering": 14}}
+            check_in = await http.post(
+                f"/trials/{tid}/check-ins",
+                json={"note": "Godt i gang", "measures": {"overlevering": 14}},
+                headers=token[org.part1],
             )
+            if check_in.status_code == 200:
+                checked_in.append(tid)
+            else:  # refused only because the trial period had already run out
+                assert check_in.status_code == 409, check_in.text
+                assert check_in.json()["kind"] == "PhaseConflict", check_in.text
+                late = (await http.get(f"/trials/{tid}", headers=token[org.lead_a])).json()
+                ends_at = datetime.fromisoformat(late["deadlines"]["ends_at"])
+                assert ends_at <= datetime.now(UTC), (tid, late["phase"], ends_at)
+                assert late["phase"] != "running", late["phase"]
             await until(lambda v: v["phase"] == "evaluating")
             evaluation = {
                 "worked": "yes",
@@ -116,8 +132,9 @@ async def test_many_concurrent_lifecycles_through_the_api(
     ):
         trial_ids = await asyncio.gather(*(lifecycle(http, n) for n in range(TRIALS)))
     elapsed = time.perf_counter() - started
-    print(f"{TRIALS} lifecycles through the API in {elapsed:.0f} s")
+    print(f"{TRIALS} lifecycles through the API in {elapsed:.0f} s; {len(checked_in)} checked in")
 
+    accepted_check_ins = set(checked_in)
     trials = TrialClient(client, pool, task_queue_name)
     env = _Env(client)
     assert len(set(trial_ids)) == TRIALS
@@ -126,6 +143,7 @@ async def test_many_concurrent_lifecycles_through_the_api(
         row = await pool.fetchrow("SELECT phase, last_seq FROM trials WHERE id = $1::uuid", tid)
         assert row is not None and view.phase is Phase.ADOPTED and view.closed
         assert (row["phase"], row["last_seq"]) == (view.phase.value, view.last_seq)
+        assert view.check_ins == (1 if tid in accepted_check_ins else 0), tid
         seqs = [
             r["seq"]
             for r in await pool.fetch(
