@@ -10,12 +10,15 @@ who is not in the directory, or not in the token's organisation, is as bad as a 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import jwt
+from cachetools import TTLCache
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError, unauthorized
@@ -74,11 +77,24 @@ async def token_for_person(
     return create_token(settings, person.id, person.organisation_id, ttl)
 
 
-class TokenVerifier:
-    """Checks signature, expiry, issuer and audience; then finds the person in the directory."""
+CALLER_CACHE_SIZE = 10_000
 
-    def __init__(self, settings: Settings) -> None:
+
+class TokenVerifier:
+    """Checks signature, expiry, issuer and audience; then finds the person in the directory.
+
+    The directory answer is kept for `caller_cache_seconds` per (person, organisation), so a burst
+    of requests from one person costs one look-up; only people found are kept, and the token
+    itself is verified on every request.
+    """
+
+    def __init__(self, settings: Settings, timer: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
+        self._callers: TTLCache[tuple[str, str], Caller] | None = (
+            TTLCache(CALLER_CACHE_SIZE, settings.caller_cache_seconds, timer=timer)
+            if settings.caller_cache_seconds > 0
+            else None
+        )
         self._jwks = (
             jwt.PyJWKClient(settings.jwks_url, cache_keys=True, lifespan=300, timeout=5)
             if settings.jwks_url
@@ -118,8 +134,17 @@ class TokenVerifier:
 
     async def caller(self, pool: asyncpg.Pool, token: str) -> Caller:
         claims = await self.claims(token)
-        person = await directory_queries.person(pool, claims["sub"])
-        if person is None or person.organisation_id != claims["org"]:
+        key = (claims["sub"], claims["org"])
+        if self._callers is not None and (known := self._callers.get(key)) is not None:
+            return known
+        found = await self._look_up(pool, *key)
+        if self._callers is not None:
+            self._callers[key] = found
+        return found
+
+    async def _look_up(self, pool: asyncpg.Pool, person_id: str, organisation_id: str) -> Caller:
+        person = await directory_queries.person(pool, person_id)
+        if person is None or person.organisation_id != organisation_id:
             raise unauthorized(
                 "invalid token: its person is not in the directory of its organisation"
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,11 +10,14 @@ from typing import Any
 import asyncpg
 import httpx
 import jwt
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import FastAPI
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
+from api.auth import TokenVerifier, create_token
+from api.errors import ApiError
 from tests.api_fixtures import Api, api_fixture, api_server_fixture, api_settings, serving  # noqa: F401
 from tests.factory import FAST_POLICY, make_org
 
@@ -93,3 +97,60 @@ async def test_tokens_verified_against_the_issuers_jwks(
                 code, detail = await status(bearer)
                 assert code == 401, case
                 assert detail.startswith("invalid token"), (case, detail)
+
+
+async def test_callers_directory_entry_is_cached_briefly_and_tokens_still_checked(
+    pool: asyncpg.Pool,
+) -> None:
+    """A burst of requests costs one directory look-up; a removed person is refused once the
+    cache time has passed; an expired token is refused even while its person is cached."""
+    org = await make_org(pool, FAST_POLICY)
+    settings = api_settings("unused", caller_cache_seconds=5.0)
+    clock = [1000.0]
+    verifier = TokenVerifier(settings, timer=lambda: clock[0])
+    statements: list[str] = []
+
+    async def logged() -> int:
+        await asyncio.sleep(0)  # asyncpg calls query loggers soon after, not during, the query
+        return sum("FROM people" in query for query in statements)  # directory look-ups
+
+    async with pool.acquire() as conn:
+        conn.add_query_logger(lambda record: statements.append(record.query))
+        await logged()
+        statements.clear()
+        token = create_token(settings, org.part1, org.id)
+
+        for _ in range(3):
+            caller = await verifier.caller(conn, token)  # type: ignore[arg-type]
+            assert (caller.person_id, caller.organisation_id) == (org.part1, org.id)
+        assert await logged() == 1
+
+        expired = create_token(settings, org.part1, org.id, ttl=timedelta(minutes=-5))
+        with pytest.raises(ApiError) as refused:
+            await verifier.caller(conn, expired)  # type: ignore[arg-type]
+        assert refused.value.status_code == 401
+
+        removal = conn.transaction()
+        await removal.start()
+        try:
+            await conn.execute("DELETE FROM unit_members WHERE person_id = $1", org.part1)
+            await conn.execute("DELETE FROM people WHERE id = $1", org.part1)
+            await verifier.caller(conn, token)  # type: ignore[arg-type] # cached: still known
+            clock[0] += 5.1
+            with pytest.raises(ApiError) as gone:
+                await verifier.caller(conn, token)  # type: ignore[arg-type]
+            assert gone.value.status_code == 401
+            assert "not in the directory" in gone.value.detail
+            looked_up = await logged()
+            with pytest.raises(ApiError):  # a refusal is never cached
+                await verifier.caller(conn, token)  # type: ignore[arg-type]
+            assert await logged() > looked_up
+        finally:
+            await removal.rollback()  # the person comes back for the rest of the test
+
+        uncached = TokenVerifier(api_settings("unused", caller_cache_seconds=0))
+        await logged()
+        statements.clear()
+        for _ in range(2):
+            await uncached.caller(conn, token)  # type: ignore[arg-type]
+        assert await logged() == 2

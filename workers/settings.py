@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwks_url: str | None = None
+    # How long the API trusts a verified caller's directory entry before looking it up again
+    # (0 = every request). Directory changes reach the API within this time.
+    caller_cache_seconds: float = 5.0
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one JSON object per line, for ops
     # Workflows kept in memory between tasks (~0.4 MB each). A trial waits days between tasks,
