@@ -108,7 +108,9 @@ async def timed(run: Callable[[], Awaitable[Any]], count: int) -> dict[str, floa
     }
 
 
-async def measure(stack: Stack, scales: list[int], requests: int) -> list[dict[str, Any]]:
+async def measure(stack: Stack, scales: list[int], requests: int) -> dict[str, Any]:
+    """Per scale, both requests through the API and as raw SQL; plus the HTTP floor: GET /healthz
+    on the same API process, which touches no database, so no API read can be faster."""
     from api.auth import create_token
 
     async with stack.pool.acquire() as conn:
@@ -128,12 +130,23 @@ async def measure(stack: Stack, scales: list[int], requests: int) -> list[dict[s
     raw = await asyncpg.connect(stack.database_url)
     await _codecs(raw)
     results: list[dict[str, Any]] = []
+    floor: dict[str, float] = {}
     filled = 0
     try:
         async with (
             api_process(stack.database_url, stack.server.address, "bench-reads") as base,
             httpx.AsyncClient(base_url=f"{base}/api/v1", headers=headers, timeout=30) as http,
         ):
+
+            async def healthz() -> None:
+                assert (await http.get(f"{base}/healthz")).status_code == 200
+
+            floor = await timed(healthz, requests)
+            print(
+                f"  HTTP floor (GET /healthz, no database): p50 {floor['p50_ms']} ms"
+                f" p99 {floor['p99_ms']} ms",
+                flush=True,
+            )
             for scale in scales:
                 await stack.pool.execute(TRIALS, filled + 1, scale)
                 await stack.pool.execute("ANALYZE trials; ANALYZE trial_people")
@@ -196,4 +209,4 @@ async def measure(stack: Stack, scales: list[int], requests: int) -> list[dict[s
     finally:
         await raw.close()
         await pool.close()
-    return results
+    return {"http_floor": floor, "scales": results}
