@@ -37,9 +37,11 @@ reliability: $(STAMP)
 	PROVE_SCHEMATHESIS_EXAMPLES=40 PROVE_SCHEMATHESIS_MIN_REQUESTS=1000 \
 		$(BIN)/pytest -s tests/test_api_schemathesis.py $(PYTEST_ARGS)
 
-# Benchmarks: print figures and write them to bench/results.json (bench-quick: a short run for CI).
+# Benchmarks: print figures, write them to bench/results.json and into the README's benchmark
+# section (bench-quick: a short run for CI, written to bench/results-quick.json only).
 bench: $(STAMP)
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.readme bench/results.json
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick --output bench/results-quick.json

@@ -44,14 +44,15 @@ INSERT INTO unit_members (unit_id, person_id)
   FROM generate_series(60, {PEOPLE}) i;
 """
 
-# Trials numbered start..end, spread over the 48 teams, phases and a month of activity.
+# Trials numbered start..end, spread over the 48 teams, phases and a month of activity. The team
+# follows i mod 48 and the phase i / 48, so every team has trials in every phase.
 TRIALS = """
 WITH g AS (
   SELECT i, gen_random_uuid() AS id,
          'big.area' || (1 + i % 6) || '.team' || (1 + (i / 6) % 8) AS unit,
          'big.p' || (60 + (i * 7919) % 2941) AS proposer,
          (ARRAY['proposed','running','running','running','adopted','adopted','abandoned',
-                'evaluating','deciding','scheduled','paused','rejected'])[1 + (i * 31) % 12]
+                'evaluating','deciding','scheduled','paused','rejected'])[1 + ((i / 48) * 31) % 12]
            AS phase,
          now() - (i * interval '37 seconds') AS ts
   FROM generate_series($1::int, $2::int) i
