@@ -71,8 +71,9 @@ def render(results: dict[str, Any]) -> str:
         f" **{memory['worker_rss_mb']} MB** (idle {memory['worker_rss_idle_mb']} MB) | < 300 MB:"
         f" {_verdict(memory['worker_rss_mb'] < MEMORY_TARGET_MB)} |",
         "",
-        "Reads through the API (as a team leader: HTTP, token check, directory look-up and JSON"
-        " included) beside the same SQL statements replayed on one raw asyncpg connection, in ms."
+        "Reads through the API (as a team leader: HTTP, token check, the caller's directory entry"
+        " (kept 5 s) and JSON included) beside the same SQL statements replayed on one raw"
+        " asyncpg connection, in ms."
         f" The HTTP floor, GET /healthz on the same API process with no database work, is p50"
         f" {reads['http_floor']['p50_ms']} ms, p99 {reads['http_floor']['p99_ms']} ms:",
         "",
