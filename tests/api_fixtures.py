@@ -27,7 +27,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from api.auth import create_token
-from api.server import _Server, run_until, uvicorn_config
+from api.server import uvicorn_config
+from metrics.ops_app import SignalFreeServer, run_until
 from schemas.trial import Phase
 from tests.factory import TestOrg, proposal_for
 from workers.settings import Settings
@@ -58,7 +59,7 @@ async def serving(app: FastAPI, settings: Settings) -> AsyncIterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = _Server(uvicorn_config(app, settings))
+    server = SignalFreeServer(uvicorn_config(app, settings))
     stop = asyncio.Event()
     task = asyncio.create_task(run_until(server, stop, sockets=[sock]))
     try:

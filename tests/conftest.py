@@ -20,6 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from store.db import create_pool, migrate
 from store.embedded import server_answers, start_embedded_postgres
 from tests.factory import TestOrg, make_org
+from tests.helpers import fresh_database
 from trial_client.client import TrialClient
 from workers.binaries import temporal_cli, temporal_test_server
 from workers.temporal_setup import register_search_attributes
@@ -56,29 +57,12 @@ async def admin_dsn() -> AsyncIterator[str]:
         server.cleanup()
 
 
-def _with_database(dsn: str, name: str) -> str:
-    base, _, _ = dsn.rpartition("/")
-    query = ""
-    if "?" in dsn:
-        query = "?" + dsn.split("?", 1)[1]
-    return f"{base}/{name}{query}"
-
-
 @pytest.fixture(scope="session")
 async def database_url(admin_dsn: str) -> AsyncIterator[str]:
     """A database of its own for this test run, migrated, dropped afterwards."""
-    name = f"prove_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    dsn = _with_database(admin_dsn, name)
-    await migrate(dsn)
-    try:
+    async with fresh_database(admin_dsn, "prove_test") as dsn:
+        await migrate(dsn)
         yield dsn
-    finally:
-        admin = await asyncpg.connect(admin_dsn)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -27,6 +30,32 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def with_database(dsn: str, name: str) -> str:
+    """dsn naming database `name` instead; its query (e.g. ?host=/socket/dir) is kept."""
+    address, mark, query = dsn.partition("?")
+    base, _, _ = address.rpartition("/")
+    return f"{base}/{name}{mark}{query}"
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(admin_dsn: str, prefix: str) -> AsyncIterator[str]:
+    """A new, empty database named `prefix_<random>`; yields its DSN and drops it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield with_database(admin_dsn, name)
+    finally:
+        admin = await asyncpg.connect(admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
 
 
 def as_(person_id: str, on_behalf_of: str | None = None) -> Actor:
@@ -56,6 +85,22 @@ async def wait_for(
     view = await trials.view(trial_id)
     assert predicate(view), f"condition never held; trial is {view.phase} ({view.last_seq} events)"
     return view
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]],
+    *,
+    within: float = 20.0,
+    step: float = 0.05,
+    what: str = "the condition",
+) -> None:
+    """Wait in real time until `check` holds (an event recorded, a message received)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(step)
 
 
 async def events_of(pool: asyncpg.Pool, trial_id: UUID) -> list[asyncpg.Record]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import asyncpg
 import httpx
 from temporalio.client import Client
@@ -14,13 +12,7 @@ from api.app import create_app
 from store.db import create_pool
 from tests.api_fixtures import Api, api_fixture, api_server_fixture, api_settings, serving  # noqa: F401
 from tests.factory import FAST_POLICY, make_org
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+from tests.helpers import free_port
 
 
 async def test_healthz_and_readyz_when_all_answer(api: Api) -> None:
@@ -43,11 +35,9 @@ async def test_readyz_names_what_does_not_answer(
     org = await make_org(pool, FAST_POLICY)
     async with api.client(org.proposer, org) as proposer:
         trial = await proposer.propose(org, await api.today())
-    dead_db = await create_pool(
-        f"postgresql://postgres@127.0.0.1:{_closed_port()}/none", min_size=0
-    )
+    dead_db = await create_pool(f"postgresql://postgres@127.0.0.1:{free_port()}/none", min_size=0)
     dead_temporal = await Client.connect(
-        f"127.0.0.1:{_closed_port()}", lazy=True, data_converter=pydantic_data_converter
+        f"127.0.0.1:{free_port()}", lazy=True, data_converter=pydantic_data_converter
     )
     settings = api.settings
     cases = [

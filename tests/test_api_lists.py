@@ -228,10 +228,18 @@ async def test_inbox_for_leaders_participants_and_substitutes(
     assert [t for t, _ in (await inbox("deputy"))["decisions"]] == [short]
     assert (await inbox("proposer"))["decisions"] == []
 
-    await clients["part2"].post(f"/trials/{running}/check-ins", json={"note": "Vi er i gang igen"})
+    checked_in = (
+        await clients["part2"].post(
+            f"/trials/{running}/check-ins", json={"note": "Vi er i gang igen"}
+        )
+    ).json()
+    assert checked_in["stalled"] is False
+    assert checked_in["clocks"]["check_in"]["level"] == 0
     [(trial_id, why)] = (await inbox("part1"))["check_ins"]
     assert trial_id == running
-    assert why == "a check-in is due soon" or why.startswith("stalled")  # dev server: time runs
+    # Lenient: the check-in restarted the stall clock (asserted above), but server time keeps
+    # moving and stall_after is 2 seconds, so by now it may be due soon or stalled again.
+    assert why == "a check-in is due soon" or why.startswith("stalled")
 
     for client in clients.values():
         await client.http.aclose()

@@ -6,7 +6,7 @@ from notifications.channels import Channels
 from notifications.dispatcher import Dispatcher
 from tests.api_fixtures import Api, api_fixture, api_server_fixture  # noqa: F401
 from tests.factory import FAST_POLICY, make_org
-from tests.reliability.processes import free_port
+from tests.helpers import free_port
 
 
 async def test_notifications_show_pending_then_failed_and_stay_in_the_tenant(api: Api) -> None:

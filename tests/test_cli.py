@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from tests.cli_support import cli_env, run_cli
+from tests.helpers import fresh_database
 
 DEMO = Path(__file__).resolve().parents[1] / "workers" / "demo" / "directory.yaml"
 
@@ -24,25 +25,11 @@ def _default_pass_only(request: pytest.FixtureRequest) -> None:
         pytest.skip("independent of --server; runs in the default pass")
 
 
-def with_database(dsn: str, name: str) -> str:
-    base, _, rest = dsn.rpartition("/")
-    query = "?" + rest.split("?", 1)[1] if "?" in rest else ""
-    return f"{base}/{name}{query}"
-
-
 @pytest.fixture
 async def new_database(admin_dsn: str) -> AsyncIterator[str]:
     """An empty database, not migrated: what an operator starts from."""
-    name = f"prove_cli_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    try:
-        yield with_database(admin_dsn, name)
-    finally:
-        admin = await asyncpg.connect(admin_dsn)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with fresh_database(admin_dsn, "prove_cli") as dsn:
+        yield dsn
 
 
 # --- help ----------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from tests.helpers import free_port
+from tests.helpers import free_port, fresh_database
 
 SCRIPT = Path(sys.executable).parent / "provehandling"
 BANNER_END = "Ctrl-C stops everything."
@@ -116,25 +116,11 @@ def banner_tokens(banner: list[str]) -> dict[str, str]:
     return found
 
 
-def with_database(dsn: str, name: str) -> str:
-    base, _, rest = dsn.rpartition("/")
-    query = "?" + rest.split("?", 1)[1] if "?" in rest else ""
-    return f"{base}/{name}{query}"
-
-
 @pytest.fixture
 async def dev_database(admin_dsn: str) -> AsyncIterator[str]:
     """A new, empty database for one dev stack (the stack migrates it and loads the demo)."""
-    name = f"prove_dev_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    try:
-        yield with_database(admin_dsn, name)
-    finally:
-        admin = await asyncpg.connect(admin_dsn)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with fresh_database(admin_dsn, "prove_dev") as dsn:
+        yield dsn
 
 
 @contextmanager

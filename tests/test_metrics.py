@@ -148,19 +148,17 @@ async def test_outbox_backlog_and_age_of_the_oldest_row(pool: asyncpg.Pool) -> N
             status,
             created_at,
         )
-    has_webhooks = await pool.fetchval("SELECT to_regclass('webhook_deliveries') IS NOT NULL")
-    if has_webhooks:
-        await pool.execute(
-            """
-            INSERT INTO webhook_deliveries (delivery_id, organisation_id, subscription_id,
-                                            trial_id, seq, event_kind, created_at)
-            VALUES ($1, $2, 'hook', $3, 1, 'approved', $4)
-            """,
-            uuid.uuid4(),
-            org,
-            uuid.uuid4(),
-            oldest,
-        )
+    await pool.execute(
+        """
+        INSERT INTO webhook_deliveries (delivery_id, organisation_id, subscription_id,
+                                        trial_id, seq, event_kind, created_at)
+        VALUES ($1, $2, 'hook', $3, 1, 'approved', $4)
+        """,
+        uuid.uuid4(),
+        org,
+        uuid.uuid4(),
+        oldest,
+    )
     try:
         before = await ReadModelGauges(pool).read(now=now)
         await ReadModelGauges(pool).refresh(now=now)
@@ -170,15 +168,13 @@ async def test_outbox_backlog_and_age_of_the_oldest_row(pool: asyncpg.Pool) -> N
         assert age == pytest.approx(timedelta(days=30).total_seconds(), abs=1)
         for channel in domain.CHANNELS:  # every channel reports, zero when nothing waits
             assert present("provehandling_outbox_pending", channel=channel)
-        if has_webhooks:
-            assert value("provehandling_outbox_pending", channel="webhook") >= 1
-            assert value(
-                "provehandling_outbox_oldest_pending_age_seconds", channel="webhook"
-            ) == pytest.approx(timedelta(days=30).total_seconds(), abs=1)
+        assert value("provehandling_outbox_pending", channel="webhook") >= 1
+        assert value(
+            "provehandling_outbox_oldest_pending_age_seconds", channel="webhook"
+        ) == pytest.approx(timedelta(days=30).total_seconds(), abs=1)
     finally:
         await pool.execute("DELETE FROM notifications WHERE organisation_id = $1", org)
-        if has_webhooks:
-            await pool.execute("DELETE FROM webhook_deliveries WHERE organisation_id = $1", org)
+        await pool.execute("DELETE FROM webhook_deliveries WHERE organisation_id = $1", org)
 
 
 async def test_refresh_loop_survives_a_failing_round(pool: asyncpg.Pool, database_url: str) -> None:
@@ -372,6 +368,8 @@ async def serving(app: Any) -> AsyncIterator[str]:
                     await client.get(f"{base}/healthz")
                     break
                 await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("ops app did not start")
         yield base
     finally:
         stop.set()

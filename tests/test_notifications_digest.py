@@ -21,12 +21,11 @@ from schemas.duration import Duration
 from schemas.notifications import DigestRequest, DigestRun, LeaderDigest
 from schemas.trial import TrialView
 from tests.factory import proposal_for
-from tests.helpers import as_, today, wait_for
+from tests.helpers import as_, eventually, today, wait_for
 from tests.test_notifications_support import (
     HttpReceiver,
     close_trials,
     dispatcher_for,
-    eventually,
     mail,
     make_channel_org,
     receiver,

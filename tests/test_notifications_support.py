@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -33,7 +33,7 @@ from notifications.dispatcher import Dispatcher
 from schemas.directory import WebhookSubscription
 from store.directory import load_directory
 from tests.factory import TestOrg, directory_for
-from tests.helpers import free_port
+from tests.helpers import eventually, free_port
 from workers.settings import Settings
 
 PUBLIC_BASE_URL = "https://prove.example"
@@ -227,18 +227,6 @@ async def dispatcher_for(
         await channels.aclose()
 
 
-async def eventually(
-    check: Callable[[], Awaitable[bool]], *, within: float = 20.0, step: float = 0.05
-) -> None:
-    """Wait in real time until `check` holds (an event recorded, a message received)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError("condition did not hold in time")
-        await asyncio.sleep(step)
-
-
 async def wait_for_event(pool: asyncpg.Pool, trial_id: UUID, kind: str, count: int = 1) -> None:
     async def recorded() -> bool:
         n = await pool.fetchval(
@@ -247,10 +235,6 @@ async def wait_for_event(pool: asyncpg.Pool, trial_id: UUID, kind: str, count: i
         return int(n) >= count
 
     await eventually(recorded)
-
-
-def mails_to(mail: DevMailServer, address: str) -> list[EmailMessage]:
-    return mail.to(address)
 
 
 def text_of(message: EmailMessage) -> str:

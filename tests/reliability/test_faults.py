@@ -14,7 +14,7 @@ from temporalio.client import Client
 from schemas.commands import ApprovalDecision
 from schemas.trial import Phase, Step, TrialView
 from tests.factory import make_org, proposal_for
-from tests.helpers import as_, events_of
+from tests.helpers import as_, events_of, eventually
 from tests.reliability.processes import DevServer, FlakyProxy, WorkerProcess, wait_polling
 from trial_client.client import TrialClient
 from workflows.calendar import BusinessCalendar
@@ -31,19 +31,6 @@ SECONDS_POLICY = {
 
 # Faults other than the ladder's: nothing should escalate however loaded the machine is.
 QUIET_POLICY = {**SECONDS_POLICY, "approval_sla": "1 hours", "reminder_after": "30 minutes"}
-
-
-async def until(predicate: Callable[[], object], seconds: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while loop.time() < deadline:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def timer_fired_times(client: Client, workflow_id: str) -> list[datetime]:
@@ -95,7 +82,7 @@ async def test_killed_worker_the_trial_goes_on_and_timers_keep_their_deadlines(
         found = await trials.view(view.trial_id)
         return found.clocks[Step.APPROVAL].level == 2
 
-    await until(escalated_twice, 60, "two escalations")
+    await eventually(escalated_twice, within=60, step=0.25, what="two escalations")
     rows = await assert_contiguous_and_matching(client, pool, trials, view.trial_id)
     assert [r["kind"] for r in rows] == ["proposed", "reminded", "escalated", "escalated"]
     due = [datetime.fromisoformat(r["data"]["due_at"]) for r in rows[1:]]
@@ -150,7 +137,7 @@ async def test_killed_temporal_server_loses_nothing(
         phases = [(await trials.view(v.trial_id)).phase for v in views]
         return all(p is Phase.EVALUATING for p in phases)
 
-    await until(all_evaluating, 60, "every trial to reach evaluation")
+    await eventually(all_evaluating, within=60, step=0.25, what="every trial to reach evaluation")
     for view in views:
         rows = await assert_contiguous_and_matching(client, pool, trials, view.trial_id)
         kinds = [r["kind"] for r in rows]
@@ -245,7 +232,7 @@ async def test_two_workers_one_killed_while_busy_leaves_no_trial_stuck(
         phases = [(await trials.view(v.trial_id)).phase for v in views]
         return all(p is Phase.EVALUATING for p in phases)
 
-    await until(all_evaluating, 90, "every trial to reach evaluation")
+    await eventually(all_evaluating, within=90, step=0.25, what="every trial to reach evaluation")
     for view in views:
         rows = await assert_contiguous_and_matching(client, pool, trials, view.trial_id)
         kinds = [r["kind"] for r in rows if r["kind"] != "reminded"]  # timing-dependent

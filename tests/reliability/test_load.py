@@ -21,7 +21,7 @@ import pytest
 from api.app import create_app
 from api.auth import create_token
 from schemas.trial import Phase
-from tests.api_fixtures import TEST_SECRET, api_settings, serving
+from tests.api_fixtures import api_settings, serving
 from tests.factory import make_org, proposal_for
 from tests.helpers import recorded_inputs
 from tests.reliability.processes import DevServer, WorkerProcess, wait_polling
@@ -71,7 +71,6 @@ async def test_many_concurrent_lifecycles_through_the_api(
     day = BusinessCalendar.today(datetime.now().astimezone())
     gate = asyncio.Semaphore(CONCURRENCY)
     checked_in: list[str] = []
-    assert TEST_SECRET == settings.jwt_secret
 
     async def lifecycle(http: httpx.AsyncClient, n: int) -> str:
         async with gate:
