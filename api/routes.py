@@ -7,22 +7,20 @@ acts and on whose behalf, from the verified token and the trial's eligible appro
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
-from datetime import date, timedelta
+from datetime import date
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
 from api.auth import Caller
 from api.deps import API_PREFIX, CallerDep, Services, ServicesDep
 from api.errors import Answer, ApiError, error_responses, trial_not_found
 from api.idempotent import idempotent
+from metrics.ops_app import readiness
 from schemas.api import (
     AbortRequest,
     ApprovalRequest,
@@ -49,6 +47,7 @@ from schemas.proposal import Proposal
 from schemas.trial import Phase, TrialView
 from store import directory_queries, outbox, trial_queries
 from store.trial_queries import BadCursor, Cursor, TrialFilter
+from workflows.calendar import BusinessCalendar
 
 
 def model_json(model: BaseModel) -> Response:
@@ -66,7 +65,6 @@ health_router = APIRouter(tags=["health"])
 # Trial ids derived from an Idempotency-Key: the same (organisation, person, key) always names
 # the same workflow, so a retried proposal can only ever start one trial.
 TRIAL_ID_NAMESPACE = uuid.UUID("5d0c7f0e-7c1a-4a52-9a55-0f8b7f1d2e61")
-READY_TIMEOUT = timedelta(seconds=2)
 
 # Commands a leader gives; a substitute gives them on behalf of the leader they stand in for.
 LEADER_COMMANDS = frozenset(
@@ -119,18 +117,20 @@ async def _command(
     """Send one command to the trial, as the caller (for whom they stand in, if anyone)."""
 
     async def act(scoped_key: str | None) -> Answer:
-        view = await trial_queries.trial_view(svc.pool, caller.organisation_id, trial_id)
-        if view is None:
-            raise trial_not_found()
         on_behalf_of = None
-        if name in LEADER_COMMANDS:
+        visible_to: str | None = caller.organisation_id  # the client checks the organisation
+        if name in LEADER_COMMANDS:  # who the caller stands in for is read off the trial
+            view = await trial_queries.trial_view(svc.pool, caller.organisation_id, trial_id)
+            if view is None:
+                raise trial_not_found()
             on_behalf_of = acting_for(view, caller.person_id, await svc.today())
+            visible_to = None  # reading the view, scoped to the organisation, already did
         command = body.to_command(Actor(person_id=caller.person_id, on_behalf_of=on_behalf_of))
         result = await svc.trials.command(
             trial_id,
             name,
             command,
-            organisation_id=caller.organisation_id,
+            organisation_id=visible_to,
             idempotency_key=scoped_key,
         )
         return Answer(200, result.model_dump(mode="json"))
@@ -286,7 +286,7 @@ async def trial_notifications(
 ) -> NotificationList:
     """Each delivery (e-mail, Teams, webhook) with its status, attempts and last error; a channel
     that kept failing shows here as failed, and never holds the trial up."""
-    if await trial_queries.trial_view(svc.pool, caller.organisation_id, trial_id) is None:
+    if await svc.trials.organisation_of(trial_id) != caller.organisation_id:
         raise trial_not_found()
     items = await outbox.notifications_of(svc.pool, trial_id, caller.organisation_id)
     return NotificationList(trial_id=trial_id, items=items)
@@ -526,7 +526,7 @@ async def inbox(svc: ServicesDep, caller: CallerDep) -> Response:
     they lead (with the units below them).
     """
     now = await svc.now()
-    today = await svc.today()
+    today = BusinessCalendar.today(now)
     led = await directory_queries.units_led_by(svc.pool, caller.person_id, today)
     found = await trial_queries.inbox(
         svc.pool, caller.person_id, caller.organisation_id, led, now=now, today=today
@@ -551,27 +551,6 @@ async def healthz() -> Health:
 )
 async def readyz(svc: ServicesDep) -> JSONResponse:
     """200 when Temporal and PostgreSQL both answer within two seconds, else 503 naming which."""
-
-    async def temporal() -> None:
-        await svc.temporal.workflow_service.get_system_info(
-            GetSystemInfoRequest(), timeout=READY_TIMEOUT
-        )
-
-    async def postgres() -> None:
-        await svc.pool.fetchval("SELECT 1", timeout=READY_TIMEOUT.total_seconds())
-
-    async def check(probe: Callable[[], Awaitable[None]]) -> str:
-        try:
-            async with asyncio.timeout(READY_TIMEOUT.total_seconds() + 0.5):
-                await probe()
-        except TimeoutError:
-            return "error: no answer within 2 seconds"
-        except Exception as error:
-            return f"error: {type(error).__name__}: {error}"[:300]
-        return "ok"
-
-    temporal_state, postgres_state = await asyncio.gather(check(temporal), check(postgres))
-    checks = {"temporal": temporal_state, "postgres": postgres_state}
-    ready = all(state == "ok" for state in checks.values())
+    ready, checks = await readiness(svc.temporal, svc.pool)
     body = Readiness(status="ready" if ready else "not ready", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

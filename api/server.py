@@ -6,24 +6,15 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
-from collections.abc import Iterator
 
 import uvicorn
 from fastapi import FastAPI
 
 from api.app import create_app
+from metrics.ops_app import SignalFreeServer, run_until
 from workers.settings import Settings
 
 log = logging.getLogger("provehandling.api")
-
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to whoever owns the `stop` event."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
@@ -39,23 +30,9 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
     )
 
 
-async def run_until(
-    server: uvicorn.Server, stop: asyncio.Event, sockets: list[socket.socket] | None = None
-) -> None:
-    """Serve until `stop` is set (or the server ends by itself), then shut down gracefully."""
-    serving = asyncio.create_task(server.serve(sockets=sockets))
-    stopping = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        server.should_exit = True
-        stopping.cancel()
-        await serving
-
-
 def build_server(settings: Settings) -> uvicorn.Server:
     """A uvicorn server for the API that leaves signal handling to its owner (the dev stack)."""
-    return _Server(uvicorn_config(create_app(settings), settings))
+    return SignalFreeServer(uvicorn_config(create_app(settings), settings))
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:

@@ -42,6 +42,27 @@ async def _check(probe: Callable[[], Awaitable[object]]) -> str:
     return "ok"
 
 
+async def readiness(temporal: Client, pool: asyncpg.Pool) -> tuple[bool, dict[str, str]]:
+    """Whether Temporal and PostgreSQL both answer in time, with each one's state by name.
+
+    The worker's and the API's /readyz both answer from this, so probes read alike.
+    """
+
+    async def temporal_answers() -> None:
+        await temporal.workflow_service.get_system_info(
+            GetSystemInfoRequest(), timeout=READY_TIMEOUT
+        )
+
+    async def postgres_answers() -> None:
+        await pool.fetchval("SELECT 1", timeout=READY_TIMEOUT.total_seconds())
+
+    temporal_state, postgres_state = await asyncio.gather(
+        _check(temporal_answers), _check(postgres_answers)
+    )
+    checks = {"temporal": temporal_state, "postgres": postgres_state}
+    return all(state == "ok" for state in checks.values()), checks
+
+
 def create_ops_app(
     *, temporal: Client, pool: asyncpg.Pool, worker: Worker | None = None
 ) -> Starlette:
@@ -56,19 +77,7 @@ def create_ops_app(
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        async def temporal_answers() -> None:
-            await temporal.workflow_service.get_system_info(
-                GetSystemInfoRequest(), timeout=READY_TIMEOUT
-            )
-
-        async def postgres_answers() -> None:
-            await pool.fetchval("SELECT 1", timeout=READY_TIMEOUT.total_seconds())
-
-        temporal_state, postgres_state = await asyncio.gather(
-            _check(temporal_answers), _check(postgres_answers)
-        )
-        checks = {"temporal": temporal_state, "postgres": postgres_state}
-        ready = all(state == "ok" for state in checks.values())
+        ready, checks = await readiness(temporal, pool)
         return JSONResponse(
             {"status": "ready" if ready else "not ready", "checks": checks},
             status_code=200 if ready else 503,
@@ -83,12 +92,26 @@ def create_ops_app(
     )
 
 
-class _Server(uvicorn.Server):
-    """Leaves SIGTERM/SIGINT to the worker, which owns the process's stop event."""
+class SignalFreeServer(uvicorn.Server):
+    """A uvicorn server that leaves SIGTERM/SIGINT to whoever owns the process's stop event."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+async def run_until(
+    server: uvicorn.Server, stop: asyncio.Event, sockets: list[socket.socket] | None = None
+) -> None:
+    """Serve until `stop` is set (or the server ends by itself), then shut down gracefully."""
+    serving = asyncio.create_task(server.serve(sockets=sockets))
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        server.should_exit = True
+        stopping.cancel()
+        await serving
 
 
 async def serve_ops(
@@ -109,12 +132,4 @@ async def serve_ops(
         lifespan="off",
         server_header=False,
     )
-    server = _Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[sock] if sock is not None else None))
-    stopping = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        server.should_exit = True
-        stopping.cancel()
-        await serving
+    await run_until(SignalFreeServer(config), stop, [sock] if sock is not None else None)

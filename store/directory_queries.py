@@ -7,7 +7,6 @@ retried returns the same answer and workflow histories stay deterministic.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from datetime import date
 from typing import Any, TypeAlias
@@ -51,7 +50,7 @@ async def organisation_policy(pool: asyncpg.Pool, organisation_id: str) -> Polic
     value = await pool.fetchval("SELECT policy FROM organisations WHERE id = $1", organisation_id)
     if value is None:
         return None
-    return Policy.model_validate(_json(value))
+    return Policy.model_validate(value)
 
 
 async def person(pool: asyncpg.Pool, person_id: str) -> PersonRecord | None:
@@ -336,8 +335,3 @@ async def webhooks(pool: Executor, organisation_id: str) -> list[Webhook]:
         organisation_id,
     )
     return [Webhook.model_validate(dict(r)) for r in rows]
-
-
-def _json(value: Any) -> Any:
-    """jsonb as Python data, whether or not the pool registered the jsonb codec."""
-    return json.loads(value) if isinstance(value, str) else value

@@ -40,15 +40,13 @@ def request_hash(body: Any) -> str:
 
 
 def _answer(row: asyncpg.Record) -> StoredAnswer:
-    body = row["body"]
-    headers = row["headers"]
     return StoredAnswer(
         method=row["method"],
         path=row["path"],
         request_hash=row["request_hash"],
         status_code=row["status_code"],
-        body=json.loads(body) if isinstance(body, str) else body,
-        headers=dict(json.loads(headers) if isinstance(headers, str) else headers),
+        body=row["body"],
+        headers=dict(row["headers"]),
     )
 
 

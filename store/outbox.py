@@ -384,15 +384,3 @@ async def notifications_of(
         )
         for r in rows
     ]
-
-
-async def delivery_counts(pool: asyncpg.Pool) -> dict[tuple[str, str], int]:
-    """(channel, status) -> rows, over the whole outbox: what a gauge or an operator looks at."""
-    rows = await pool.fetch(
-        """
-        SELECT channel, status, count(*) AS n FROM notifications GROUP BY 1, 2
-        UNION ALL
-        SELECT 'webhook', status, count(*) FROM webhook_deliveries GROUP BY 1, 2
-        """
-    )
-    return {(r["channel"], r["status"]): int(r["n"]) for r in rows}

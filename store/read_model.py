@@ -214,11 +214,8 @@ async def _project(conn: Conn, view: TrialView, seq: int, occurred_at: datetime)
 
 async def record_event(pool: asyncpg.Pool, item: RecordEventInput) -> bool:
     """Write the event, the trial's row and its notifications; False when it was already written."""
-    async with pool.acquire() as conn, conn.transaction():
-        if not await _append(conn, item.event, item.view):
-            return False
-        await _project(conn, item.view, item.event.seq, item.event.occurred_at)
-    return True
+    [written] = await record_events(pool, RecordEventsInput(events=[item.event], view=item.view))
+    return written
 
 
 async def record_events(pool: asyncpg.Pool, item: RecordEventsInput) -> list[bool]:

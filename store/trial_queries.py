@@ -21,7 +21,6 @@ from asyncpg.pool import PoolConnectionProxy
 from schemas.api import AuditEvent, Inbox, InboxItem, TrialSummary
 from schemas.trial import ENDED_PHASES, Phase, TrialView
 
-MAX_TREE_DEPTH = 100
 INBOX_SECTION_LIMIT = 100
 CHECK_IN_SOON = timedelta(days=2)  # a running trial's check-in shows in the inbox this early
 
@@ -162,7 +161,7 @@ async def trial_view(pool: asyncpg.Pool, organisation_id: str, trial_id: UUID) -
     )
     if value is None:
         return None
-    return TrialView.model_validate(json.loads(value) if isinstance(value, str) else value)
+    return TrialView.model_validate(value)
 
 
 async def trial_events(
@@ -184,13 +183,7 @@ async def trial_events(
             """,
             trial_id,
         )
-    events = []
-    for r in rows:
-        item = dict(r)
-        if isinstance(item["data"], str):
-            item["data"] = json.loads(item["data"])
-        events.append(AuditEvent.model_validate(item))
-    return events
+    return [AuditEvent.model_validate(dict(r)) for r in rows]
 
 
 # ------------------------------------------------------------------------------------- inbox

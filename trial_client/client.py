@@ -95,8 +95,9 @@ class TrialClient:
                 f" ({', '.join(sorted(set(person.units) | set(person.leads))) or 'none'})",
                 "proposal.unit_id",
             )
+        people = await directory_queries.contacts(self.pool, proposal.participants)
         for index, participant in enumerate(proposal.participants):
-            found = await directory_queries.person(self.pool, participant)
+            found = people.get(participant)
             if found is None or found.organisation_id != org:
                 raise TrialRefused(
                     RefusalType.INVALID,
