@@ -54,16 +54,14 @@ class TrialActivities:
 
     @activity.defn(name="record_event")
     async def record_event(self, item: RecordEventInput) -> bool:
+        """One event: record_events of a batch of one (histories from before batching call it)."""
         if item.event.trial_id != item.view.trial_id:
             raise ApplicationError(
                 "event.trial_id: does not match the view's trial",
                 type=RefusalType.INVALID.value,
                 non_retryable=True,
             )
-        written = await read_model.record_event(self.pool, item)
-        if written:  # first write only: a retried activity neither logs nor counts again
-            log_event(log, item.event, item.view.organisation_id, item.view.workflow_id)
-            await observe_recorded(self.pool, item)
+        [written] = await self.record_events(RecordEventsInput(events=[item.event], view=item.view))
         return written
 
     @activity.defn(name="record_events")

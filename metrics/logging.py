@@ -9,7 +9,6 @@ the database, where they can be erased.
 from __future__ import annotations
 
 import logging
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +18,6 @@ from schemas.trial import TrialEvent
 
 FORMAT_FIELDS = "{levelname}{name}{message}"
 RENAMED = {"levelname": "level", "name": "logger"}
-LOG_FORMATS = ("text", "json")
 
 
 class _LineFormatter(JsonFormatter):
@@ -36,22 +34,6 @@ class _LineFormatter(JsonFormatter):
 
 def json_formatter() -> logging.Formatter:
     return _LineFormatter(FORMAT_FIELDS, style="{", rename_fields=RENAMED, json_ensure_ascii=False)
-
-
-def configure_json_logging(level: str = "INFO") -> None:
-    """One stderr handler on the root logger writing JSON lines; replaces existing handlers."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(json_formatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    numeric = logging.getLevelName(level.strip().upper())
-    root.setLevel(numeric if isinstance(numeric, int) else logging.INFO)
-
-
-def use_json_formatter() -> None:
-    """Switch the root logger's existing handlers to JSON (after a text setup elsewhere)."""
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(json_formatter())
 
 
 def event_fields(

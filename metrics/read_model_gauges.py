@@ -1,7 +1,7 @@
-"""Gauges computed from the PostgreSQL read model and outbox, refreshed by every replica.
+"""Gauges computed from the PostgreSQL read model and outbox, refreshed by every worker replica.
 
-They come from the database and not from process memory, so two workers and the API report the
-same numbers whichever of them recorded the events. A few aggregate queries per round (GROUP BY
+They come from the database and not from process memory, so two workers report the same numbers
+whichever of them recorded the events. A few aggregate queries per round (GROUP BY
 organisation, phase or channel on indexed columns) keep this cheap at 100,000 trials.
 """
 
@@ -20,8 +20,6 @@ from metrics import domain
 
 log = logging.getLogger("provehandling.metrics")
 
-DEFAULT_INTERVAL = 15.0  # seconds; Prometheus usually scrapes every 15 to 30 s
-
 TRIALS_BY_PHASE = """
 SELECT organisation_id, phase, count(*) AS n FROM trials GROUP BY organisation_id, phase
 """
@@ -37,14 +35,8 @@ WHERE stalled OR (phase = 'proposed' AND due_at < $1)
 GROUP BY organisation_id
 """
 ORGANISATIONS = "SELECT id FROM organisations"
-HAS_CHANNEL_COLUMN = """
-SELECT EXISTS (SELECT 1 FROM information_schema.columns
-               WHERE table_schema = current_schema() AND table_name = 'notifications'
-                 AND column_name = 'channel')
-"""
-HAS_WEBHOOKS = "SELECT to_regclass('webhook_deliveries') IS NOT NULL"
 OUTBOX_BY_CHANNEL = """
-SELECT {channel} AS channel, count(*) AS n, min(created_at) AS oldest
+SELECT channel, count(*) AS n, min(created_at) AS oldest
 FROM notifications WHERE status IN ('pending', 'sending') GROUP BY 1
 """
 WEBHOOK_OUTBOX = """
@@ -67,7 +59,7 @@ class Snapshot:
 class ReadModelGauges:
     """Sets the DB-derived gauges of metrics.domain from one pool.
 
-    Worker: `asyncio.create_task(ReadModelGauges(pool).run(stop))`. API: the same in its lifespan.
+    The worker runs it: `asyncio.create_task(ReadModelGauges(pool).run(stop, interval))`.
     """
 
     def __init__(self, pool: asyncpg.Pool, *, timeout: float = 10.0) -> None:
@@ -89,12 +81,7 @@ class ReadModelGauges:
                 snap.stalled[row["organisation_id"]] = int(row["stalled"])
                 snap.past_sla[row["organisation_id"]] = int(row["past_sla"])
             snap.outbox = {channel: (0, None) for channel in domain.CHANNELS}
-            # Before migration 003 every outbox row is an e-mail and there are no webhooks.
-            has_channel = await conn.fetchval(HAS_CHANNEL_COLUMN)
-            queries = [OUTBOX_BY_CHANNEL.format(channel="channel" if has_channel else "'email'")]
-            if await conn.fetchval(HAS_WEBHOOKS):
-                queries.append(WEBHOOK_OUTBOX)
-            for query in queries:
+            for query in (OUTBOX_BY_CHANNEL, WEBHOOK_OUTBOX):
                 for row in await conn.fetch(query, timeout=self.timeout):
                     if row["n"]:
                         snap.outbox[row["channel"]] = (int(row["n"]), row["oldest"])
@@ -130,7 +117,7 @@ class ReadModelGauges:
         self.apply(snap)
         return snap
 
-    async def run(self, stop: asyncio.Event, interval: float = DEFAULT_INTERVAL) -> None:
+    async def run(self, stop: asyncio.Event, interval: float) -> None:
         """Refresh every `interval` seconds until `stop` is set; a failed round is counted, logged
         and tried again at the next tick, so a database restart never stops the loop."""
         while not stop.is_set():

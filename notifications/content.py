@@ -9,7 +9,6 @@ and a misspelt key fails in the tests instead of printing nothing in a real mail
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -93,11 +92,6 @@ class EventFacts:
     view: TrialView
 
 
-def _data(value: Any) -> dict[str, Any]:
-    loaded = json.loads(value) if isinstance(value, str) else value
-    return dict(loaded or {})
-
-
 async def load_event(pool: asyncpg.Pool, trial_id: UUID, seq: int) -> EventFacts:
     row = await pool.fetchrow(
         """
@@ -111,7 +105,6 @@ async def load_event(pool: asyncpg.Pool, trial_id: UUID, seq: int) -> EventFacts
     )
     if row is None:
         raise MissingData(f"event {seq} of trial {trial_id} is not in the read model")
-    view = row["view"]
     return EventFacts(
         trial_id=row["trial_id"],
         seq=row["seq"],
@@ -123,8 +116,8 @@ async def load_event(pool: asyncpg.Pool, trial_id: UUID, seq: int) -> EventFacts
         actor_id=row["actor_id"],
         on_behalf_of=row["on_behalf_of"],
         occurred_at=row["occurred_at"],
-        data=_data(row["data"]),
-        view=TrialView.model_validate(json.loads(view) if isinstance(view, str) else view),
+        data=dict(row["data"] or {}),
+        view=TrialView.model_validate(row["view"]),
     )
 
 
@@ -187,7 +180,7 @@ async def _escalation_facts(
             level - 1,
         )
     if previous is not None:
-        before = _data(previous["data"])
+        before = dict(previous["data"] or {})
         from_unit = str(before.get("unit_id") or facts.unit_id)
         from_ids = [str(p) for p in before.get("to") or []]
     else:
@@ -514,6 +507,6 @@ async def webhook_body(pool: asyncpg.Pool, delivery: ClaimedWebhook) -> bytes:
         occurred_at=row["occurred_at"],
         actor_id=row["actor_id"],
         on_behalf_of=row["on_behalf_of"],
-        data=_data(row["data"]),
+        data=dict(row["data"] or {}),
     )
     return body.model_dump_json().encode("utf-8")

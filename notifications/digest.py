@@ -10,7 +10,6 @@ Each trial appears once per leader, in the first section it fits:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
@@ -26,8 +25,7 @@ from schemas.notifications import (
     LeaderDigest,
 )
 from store import outbox
-
-MAX_TREE_DEPTH = 100
+from store.directory_queries import MAX_TREE_DEPTH
 
 
 def iso_week(day: date) -> str:
@@ -97,10 +95,6 @@ ORDER BY t.last_activity_at, t.id
 """
 
 
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
 async def compute_digests(
     pool: asyncpg.Pool, on: date, week: str, organisations: Sequence[str] | None = None
 ) -> tuple[list[LeaderDigest], int]:
@@ -125,7 +119,7 @@ async def compute_digests(
         return digests[person]
 
     for r in await pool.fetch(_ESCALATED, orgs):
-        units = set(_json(r["units"]) or [])
+        units = set(r["units"] or [])
         for person, led in leads.items():
             if org_of[person] != r["organisation_id"] or not units & led:
                 continue

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,11 +70,20 @@ class DeliveryStats:
     def get(self, channel: str, outcome: Outcome) -> int:
         return self.counts[(channel, outcome)]
 
-    def snapshot(self) -> dict[str, dict[str, int]]:
-        result: dict[str, dict[str, int]] = {}
-        for (channel, outcome), n in sorted(self.counts.items()):
-            result.setdefault(channel, {})[outcome] = n
-        return result
+
+@dataclass(frozen=True)
+class Sent:
+    """What a delivered row records: an e-mail's Message-ID, a webhook's HTTP status."""
+
+    message_id: str | None = None
+    status_code: int | None = None
+
+
+def _what(row: ClaimedNotification | ClaimedWebhook) -> str:
+    """The row in a log line: what went to whom."""
+    if isinstance(row, ClaimedNotification):
+        return f"{row.kind} to {row.recipient_id}"
+    return f"{row.event_kind} #{row.seq} of {row.trial_id} to webhook {row.subscription_id}"
 
 
 @dataclass
@@ -263,42 +272,16 @@ class Dispatcher:
         return max(0.0, base * random.uniform(1 - self.jitter, 1 + self.jitter))
 
     async def _deliver_notification(self, row: ClaimedNotification) -> tuple[str, Outcome]:
-        channel = row.channel.value
-        message_id: str | None = None
-        try:
-            if row.attempts > self.max_attempts:
-                raise DeliveryError(
-                    f"gave up after {row.attempts - 1} attempts (the last one never finished)",
-                    retryable=False,
-                )
+        async def send() -> Sent:
             if row.channel is Channel.TEAMS:
                 await self._send_teams(row)
-            else:
-                message_id = await self._send_email(row)
-        except DeliveryError as error:
-            return channel, await self._failed("notifications", row, channel, error)
-        except MissingData as error:
-            failure = DeliveryError(str(error), retryable=False)
-            return channel, await self._failed("notifications", row, channel, failure)
-        except Exception as error:  # a bug or an outage we did not foresee: retry, then fail
-            failure = DeliveryError(f"{type(error).__name__}: {error}")
-            return channel, await self._failed("notifications", row, channel, failure)
-        if await outbox.mark_sent(
-            self.pool, "notifications", row.id, row.claim_token, message_id=message_id
-        ):
-            log.info("sent %s to %s by %s", row.kind, row.recipient_id, channel)
-        self.stats.record(channel, "sent")
-        return channel, "sent"
+                return Sent()
+            return Sent(message_id=await self._send_email(row))
+
+        return await self._deliver("notifications", row, row.channel.value, send)
 
     async def _deliver_webhook(self, row: ClaimedWebhook) -> tuple[str, Outcome]:
-        channel = Channel.WEBHOOK.value
-        status_code: int | None = None
-        try:
-            if row.attempts > self.max_attempts:
-                raise DeliveryError(
-                    f"gave up after {row.attempts - 1} attempts (the last one never finished)",
-                    retryable=False,
-                )
+        async def send() -> Sent:
             hooks = await directory_queries.webhooks(self.pool, row.organisation_id)
             hook = next((h for h in hooks if h.id == row.subscription_id), None)
             if hook is None or not hook.active:
@@ -314,24 +297,48 @@ class Dispatcher:
                 event_kind=row.event_kind,
                 delivery_id=row.delivery_id,
             )
+            return Sent(status_code=status_code)
+
+        return await self._deliver("webhook_deliveries", row, Channel.WEBHOOK.value, send)
+
+    async def _deliver(
+        self,
+        table: Table,
+        row: ClaimedNotification | ClaimedWebhook,
+        channel: str,
+        send: Callable[[], Awaitable[Sent]],
+    ) -> tuple[str, Outcome]:
+        """One attempt at a claimed row: give up past `max_attempts`, else `send` and record it.
+
+        A DeliveryError is retried or failed as it says; MissingData fails for good.
+        """
+        try:
+            if row.attempts > self.max_attempts:
+                raise DeliveryError(
+                    f"gave up after {row.attempts - 1} attempts (the last one never finished)",
+                    retryable=False,
+                )
+            sent = await send()
         except DeliveryError as error:
-            return channel, await self._failed("webhook_deliveries", row, channel, error)
+            return channel, await self._failed(table, row, channel, error)
         except MissingData as error:
             failure = DeliveryError(str(error), retryable=False)
-            return channel, await self._failed("webhook_deliveries", row, channel, failure)
-        except Exception as error:
+            return channel, await self._failed(table, row, channel, failure)
+        except Exception as error:  # a bug or an outage we did not foresee: retry, then fail
             failure = DeliveryError(f"{type(error).__name__}: {error}")
-            return channel, await self._failed("webhook_deliveries", row, channel, failure)
+            return channel, await self._failed(table, row, channel, failure)
         if await outbox.mark_sent(
-            self.pool, "webhook_deliveries", row.id, row.claim_token, status_code=status_code
+            self.pool,
+            table,
+            row.id,
+            row.claim_token,
+            message_id=sent.message_id,
+            status_code=sent.status_code,
         ):
-            log.info(
-                "sent %s #%d of %s to webhook %s",
-                row.event_kind,
-                row.seq,
-                row.trial_id,
-                row.subscription_id,
-            )
+            if isinstance(row, ClaimedNotification):
+                log.info("sent %s by %s", _what(row), channel)
+            else:
+                log.info("sent %s", _what(row))
         self.stats.record(channel, "sent")
         return channel, "sent"
 
@@ -342,11 +349,7 @@ class Dispatcher:
         channel: str,
         error: DeliveryError,
     ) -> Outcome:
-        what = (
-            f"{row.kind} to {row.recipient_id}"
-            if isinstance(row, ClaimedNotification)
-            else f"{row.event_kind} #{row.seq} of {row.trial_id} to webhook {row.subscription_id}"
-        )
+        what = _what(row)
         if error.retryable and row.attempts < self.max_attempts:
             delay = self.backoff(row.attempts)
             await outbox.mark_retry(

@@ -178,7 +178,6 @@ class NotificationKind(StrEnum):
     APPROVED = "approved"
     REJECTED = "rejected"
     CHANGES_REQUESTED = "changes_requested"
-    REVISED = "revised"
     TRIAL_STARTS = "trial_starts"
     CHECK_IN_REMINDER = "check_in_reminder"
     STALLED = "stalled"

@@ -123,7 +123,7 @@ def temporal_connect_problem(address: str, exc: BaseException) -> str:
     )
 
 
-async def _database_errors(url: str, work: Awaitable[T]) -> T:
+async def database_errors(url: str, work: Awaitable[T]) -> T:
     """Run `work`, turning a PostgreSQL error into a one-line CommandError naming the database."""
     import asyncpg
 
@@ -131,6 +131,39 @@ async def _database_errors(url: str, work: Awaitable[T]) -> T:
         return await work
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         raise CommandError(f"database error on {redact_url(url)}: {exc}") from None
+
+
+async def mint_tokens(
+    settings: Settings,
+    url: str,
+    person_ids: Sequence[str],
+    hours: float,
+    *,
+    skip_unknown: bool = False,
+) -> dict[str, str]:
+    """Signed API tokens for people in the directory at `url`, from one small pool.
+
+    A person not in the directory is a CommandError (exit 2), or left out with `skip_unknown`.
+    """
+    from datetime import timedelta
+
+    from api.auth import token_for_person
+    from store.db import create_pool
+
+    pool = await database_errors(url, create_pool(url, min_size=0, max_size=1))
+    tokens: dict[str, str] = {}
+    try:
+        for person_id in person_ids:
+            try:
+                tokens[person_id] = await token_for_person(
+                    pool, settings, person_id, timedelta(hours=hours)
+                )
+            except LookupError as exc:
+                if not skip_unknown:
+                    raise CommandError(str(exc), exit_code=2) from None
+    finally:
+        await pool.close()
+    return tokens
 
 
 # --- the commands ------------------------------------------------------------------------------
@@ -153,7 +186,7 @@ async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from store.db import migrate
 
     url = await check_database(settings.database_url)
-    applied = await _database_errors(url, migrate(url))
+    applied = await database_errors(url, migrate(url))
     if applied:
         print(f"Applied to {redact_url(url)}: {', '.join(applied)}")
     else:
@@ -181,10 +214,10 @@ async def _directory_load(args: argparse.Namespace, settings: Settings) -> int:
         raise CommandError(f"cannot read {path}: {exc}", exit_code=2) from None
 
     url = await check_database(settings.database_url)
-    await _database_errors(url, migrate(url))  # so a load into a new database just works
-    pool = await _database_errors(url, create_pool(url, max_size=2))
+    await database_errors(url, migrate(url))  # so a load into a new database just works
+    pool = await database_errors(url, create_pool(url, max_size=2))
     try:
-        report = await _database_errors(url, load_directory(pool, directory, source=str(path)))
+        report = await database_errors(url, load_directory(pool, directory, source=str(path)))
     except DirectoryError as exc:  # ids that belong to another organisation in the database
         raise CommandError(str(exc), exit_code=2) from None
     finally:
@@ -209,19 +242,9 @@ def _token_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _mint_token(settings: Settings, person_id: str, hours: float) -> str:
-    from datetime import timedelta
-
-    from api.auth import token_for_person
-    from store.db import create_pool
-
     url = await check_database(settings.database_url)
-    pool = await _database_errors(url, create_pool(url, min_size=0, max_size=1))
-    try:
-        return await token_for_person(pool, settings, person_id, timedelta(hours=hours))
-    except LookupError as exc:
-        raise CommandError(str(exc), exit_code=2) from None
-    finally:
-        await pool.close()
+    tokens = await mint_tokens(settings, url, [person_id], hours)
+    return tokens[person_id]
 
 
 async def _token(args: argparse.Namespace, settings: Settings) -> int:
@@ -509,12 +532,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         _error(_settings_problem(exc))
         return 1
-    if settings.log_format == "json":
-        from metrics.logging import configure_json_logging
-
-        configure_json_logging(settings.log_level)
-    else:
-        configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     handler: Handler = args.handler
     try:
         return asyncio.run(handler(args, settings))

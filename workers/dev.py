@@ -41,18 +41,25 @@ from temporalio.api.workflowservice.v1 import (
 from temporalio.client import Client
 
 from workers.binaries import temporal_cli
-from workers.cli import CommandError, check_database, redact_url, temporal_connect_problem
+from workers.cli import (
+    CommandError,
+    check_database,
+    database_errors,
+    mint_tokens,
+    redact_url,
+    temporal_connect_problem,
+)
 from workers.settings import Settings
+from workflows.search_attributes import ALL_KEYS
 
 log = logging.getLogger("provehandling.dev")
 temporal_log = logging.getLogger("temporal")
 
 # Registered when the dev server starts (a persisted server keeps them; registering again is fine).
+# `--search-attribute Name=Type` takes the type as Keyword, Int, KeywordList, ...
 SEARCH_ATTRIBUTES = {
-    "TrialPhase": "Keyword",
-    "TrialOrganisation": "Keyword",
-    "TrialUnit": "Keyword",
-    "TrialEscalationLevel": "Int",
+    key.name: "".join(part.capitalize() for part in key.indexed_value_type.name.split("_"))
+    for key in ALL_KEYS
 }
 TEMPORAL_READY_TIMEOUT = 30.0
 WORKER_READY_TIMEOUT = 30.0
@@ -446,12 +453,10 @@ class Database(Component):
         await self._migrate_and_seed(url)
 
     async def _migrate_and_seed(self, url: str) -> None:
-        import asyncpg
-
         from store.db import create_pool, migrate
         from store.directory import DirectoryError, load_directory_file
 
-        try:
+        async def migrate_and_seed() -> None:
             applied = await migrate(url)
             if applied:
                 log.info("applied migrations: %s", ", ".join(applied))
@@ -467,8 +472,9 @@ class Database(Component):
                 log.info("loaded the demo directory: %s", ", ".join(report.organisation_ids))
             finally:
                 await pool.close()
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise CommandError(f"database error on {redact_url(url)}: {exc}") from None
+
+        try:
+            await database_errors(url, migrate_and_seed())
         except DirectoryError as exc:
             raise CommandError(f"the demo directory was refused: {exc}") from None
 
@@ -735,23 +741,10 @@ class DevStack:
 
     async def _demo_tokens(self) -> dict[str, str]:
         """Ready-to-paste tokens for the demo employee and leader, when the demo is loaded."""
-        from datetime import timedelta
-
-        from api.auth import token_for_person
-        from store.db import create_pool
-
         assert self.database.url is not None
-        pool = await create_pool(self.database.url, min_size=0, max_size=1)
-        tokens: dict[str, str] = {}
-        try:
-            for person in (DEMO_EMPLOYEE, DEMO_LEADER):
-                with contextlib.suppress(LookupError):
-                    tokens[person] = await token_for_person(
-                        pool, self.settings, person, timedelta(hours=12)
-                    )
-        finally:
-            await pool.close()
-        return tokens
+        return await mint_tokens(
+            self.settings, self.database.url, (DEMO_EMPLOYEE, DEMO_LEADER), 12, skip_unknown=True
+        )
 
     def print_banner(self) -> None:
         ui = f"http://{self.temporal.host}:{self.settings.temporal_ui_port}"

@@ -1,4 +1,4 @@
-"""Plain, readable log lines on stderr for the CLI and the dev stack.
+"""Log lines on stderr for the CLI, the worker and the dev stack: readable text, or JSON lines.
 
 Logs go to stderr so that stdout stays for what a command reports (a banner, a load summary) and can
 be piped or read by tests without log noise.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Literal
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 DATE_FORMAT = "%H:%M:%S"
@@ -16,10 +17,18 @@ DATE_FORMAT = "%H:%M:%S"
 _QUIET = {"pgserver": logging.WARNING}
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """One stderr handler on the root logger; an unknown level falls back to INFO, and says so."""
+def configure_logging(level: str = "INFO", log_format: Literal["text", "json"] = "text") -> None:
+    """One stderr handler on the root logger; an unknown level falls back to INFO, and says so.
+
+    `json` writes one JSON object per line (see metrics.logging); `text` the readable lines above.
+    """
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
+    if log_format == "json":
+        from metrics.logging import json_formatter
+
+        handler.setFormatter(json_formatter())
+    else:
+        handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     numeric = logging.getLevelName(level.strip().upper())

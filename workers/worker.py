@@ -55,7 +55,11 @@ async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -
 
 
 def build_worker(
-    client: Client, pool: asyncpg.Pool, task_queue: str, *, max_cached_workflows: int = 1000
+    client: Client,
+    pool: asyncpg.Pool,
+    task_queue: str,
+    *,
+    max_cached_workflows: int = Settings.model_fields["max_cached_workflows"].default,
 ) -> Worker:
     """One worker serving trial and digest workflows and their activities on task_queue."""
     activities = TrialActivities(pool)
