@@ -44,7 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.readme bench/results.json
 
 bench-quick: $(STAMP)
-	$(BIN)/python -m bench --quick --output bench/results-quick.json
+	$(BIN)/python -m bench --quick
 
 # Record histories of today's TrialWorkflow for the replay tests; commit them with a release.
 record-histories: $(STAMP)

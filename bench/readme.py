@@ -14,16 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench import targets
 from bench.__main__ import RESULTS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
-
-LIFECYCLE_RATIO_TARGET = 0.8
-APPROVAL_P95_TARGET_MS = 150.0
-READ_P99_TARGET_MS = 20.0
-READ_RATIO_TARGET = 1.5
-MEMORY_TARGET_MB = 300.0
 
 
 def _verdict(met: bool) -> str:
@@ -51,25 +46,29 @@ def render(results: dict[str, Any]) -> str:
         "|---|---|---|",
         f"| full lifecycles/s, one worker, dev server ({life['lifecycles']} lifecycles,"
         f" {life['concurrency']} at a time) | ours {life['ours_per_second']}, bare Temporal"
-        f" baseline {life['baseline_per_second']}: ratio **{life['ratio']}** | >= 0.8:"
-        f" {_verdict(life['ratio'] >= LIFECYCLE_RATIO_TARGET)} |",
+        f" baseline {life['baseline_per_second']}: ratio **{life['ratio']}** |"
+        f" >= {targets.LIFECYCLE_RATIO:g}:"
+        f" {_verdict(life['ratio'] >= targets.LIFECYCLE_RATIO)} |",
         f"| approval through the API, request to new view ({approval['approvals']} approvals)"
-        f" | p50 **{approval['p50_ms']} ms**, p95 **{approval['p95_ms']} ms** | p95 < 150 ms:"
-        f" {_verdict(approval['p95_ms'] < APPROVAL_P95_TARGET_MS)} |",
+        f" | p50 **{approval['p50_ms']} ms**, p95 **{approval['p95_ms']} ms** |"
+        f" p95 < {targets.APPROVAL_P95_MS:g} ms:"
+        f" {_verdict(approval['p95_ms'] < targets.APPROVAL_P95_MS)} |",
     ]
     for name, path in (("list", "GET /trials"), ("inbox", "GET /inbox")):
         figures = largest[name]
         p99 = figures["api"]["p99_ms"]
         lines.append(
             f"| {path} at {largest['trials']:,} trials | p99 **{p99} ms**, raw SQL p99"
-            f" {figures['raw_sql']['p99_ms']} ms: ratio **{figures['p99_ratio']}** | p99 < 20 ms:"
-            f" {_verdict(p99 < READ_P99_TARGET_MS)}; < 1.5 x raw:"
-            f" {_verdict(figures['p99_ratio'] < READ_RATIO_TARGET)} |"
+            f" {figures['raw_sql']['p99_ms']} ms: ratio **{figures['p99_ratio']}** |"
+            f" p99 < {targets.READ_P99_MS:g} ms: {_verdict(p99 < targets.READ_P99_MS)};"
+            f" < {targets.READ_RAW_RATIO:g} x raw:"
+            f" {_verdict(figures['p99_ratio'] < targets.READ_RAW_RATIO)} |"
         )
     lines += [
         f"| worker memory with {memory['open_trials']:,} open trials waiting on timers |"
-        f" **{memory['worker_rss_mb']} MB** (idle {memory['worker_rss_idle_mb']} MB) | < 300 MB:"
-        f" {_verdict(memory['worker_rss_mb'] < MEMORY_TARGET_MB)} |",
+        f" **{memory['worker_rss_mb']} MB** (idle {memory['worker_rss_idle_mb']} MB) |"
+        f" < {targets.WORKER_MEMORY_MB:g} MB:"
+        f" {_verdict(memory['worker_rss_mb'] < targets.WORKER_MEMORY_MB)} |",
         "",
         "Reads through the API (as a team leader: HTTP, token check, the caller's directory entry"
         " (kept 5 s) and JSON included) beside the same SQL statements replayed on one raw"
@@ -89,7 +88,34 @@ def render(results: dict[str, Any]) -> str:
                 f" {f['api']['p99_ms']} | {f['raw_sql']['p50_ms']} | {f['raw_sql']['p99_ms']} |"
                 f" {f['p99_ratio']} |"
             )
+    lines += _overhead(reads)
     return "\n".join(lines)
+
+
+def _overhead(reads: dict[str, Any]) -> list[str]:
+    """Where a read's time goes beyond its SQL, when the ratio target is missed."""
+    largest = reads["scales"][-1]
+    if all(largest[name]["p99_ratio"] < targets.READ_RAW_RATIO for name in ("list", "inbox")):
+        return []
+    floor = reads["http_floor"]["p50_ms"]
+
+    def beyond(name: str) -> float:  # what the API adds beyond the HTTP floor and the SQL, p50
+        figures = largest[name]
+        return round(figures["api"]["p50_ms"] - floor - figures["raw_sql"]["p50_ms"], 2)
+
+    raw_list = largest["list"]["raw_sql"]["p50_ms"]
+    return [
+        "",
+        f"Why the reads miss {targets.READ_RAW_RATIO:g} times the raw query: at"
+        f" {largest['trials']:,} trials the SQL behind a page takes {raw_list} ms and the inbox's"
+        f" {largest['inbox']['statements']} statements {largest['inbox']['raw_sql']['p50_ms']} ms"
+        f" (p50), while an HTTP request that does no database work at all costs {floor} ms,"
+        f" {floor / raw_list:.1f} times the list query, before any work is done. Beyond that floor"
+        f" and the SQL, the API adds {beyond('list')} ms to a page and {beyond('inbox')} ms to an"
+        " inbox (p50): the token check, the connection pool, the inbox's read-only transaction"
+        " and building the JSON. We keep those rather than chase a ratio no HTTP service over a"
+        " sub-millisecond query can reach.",
+    ]
 
 
 def write(readme: Path, section: str) -> None:

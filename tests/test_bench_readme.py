@@ -53,6 +53,16 @@ def test_each_target_is_judged_from_the_figures() -> None:
     heavy = render(_results(list_p99=25.0, raw_p99=20.0, memory_mb=310.0))
     assert "p99 < 20 ms: **missed**; < 1.5 x raw: met |" in heavy
     assert "< 300 MB: **missed**" in heavy
+    assert "Why the reads miss 1.5 times the raw query" in section
+    assert "the API adds 0.1 ms to a page and 0.1 ms to an inbox (p50)" in section  # 1.0-0.7-0.2
+
+
+def test_no_explanation_when_the_reads_meet_the_ratio() -> None:
+    results = _results(list_p99=1.2, raw_p99=1.0, memory_mb=250.0)
+    results["read_queries"]["scales"][0]["inbox"] = results["read_queries"]["scales"][0]["list"]
+    section = render(results)
+    assert "< 1.5 x raw: **missed**" not in section
+    assert "Why the reads miss" not in section
 
 
 def test_the_section_is_replaced_whole(tmp_path: Path) -> None:

@@ -31,8 +31,8 @@ class Settings(BaseSettings):
     caller_cache_seconds: float = 5.0
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one JSON object per line, for ops
-    # Workflows kept in memory between tasks (~0.4 MB each). A trial waits days between tasks,
-    # so a big cache buys little; an evicted workflow is replayed from history when it wakes.
+    # Workflows kept in memory between tasks (at most 0.45 MB each: deploy/OPERATIONS.md). A trial
+    # waits days between tasks, so a big cache buys little; an evicted one is replayed from history.
     max_cached_workflows: int = 250
 
     # Temporal Cloud or a cluster with mTLS / API keys.
@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
     sdk_metrics_port: int = 9465
-    metrics_refresh_seconds: float = 15.0
+    metrics_refresh_seconds: float = 15.0  # read-model gauges; Prometheus scrapes every 15-30 s
 
     # Notifications (notifications/): e-mail over SMTP, Teams and webhooks over HTTPS.
     smtp_host: str = "127.0.0.1"
