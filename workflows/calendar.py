@@ -8,11 +8,13 @@ catalogue are loaded once at import, and later calls only compute.
 from __future__ import annotations
 
 import threading
+from calendar import isleap
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import holidays
+from dateutil.easter import easter
 
 from schemas.duration import Duration
 from schemas.policy import Policy, parse_extra_holiday
@@ -33,27 +35,12 @@ _NATIONAL = holidays.country_holidays("DK", language="da")
 _NATIONAL_LOCK = threading.Lock()
 
 
-def _easter_sunday(year: int) -> date:
-    """Gregorian Easter Sunday (anonymous Gregorian algorithm), to place Store Bededag ourselves."""
-    a = year % 19
-    b, c = divmod(year, 100)
-    d, e = divmod(b, 4)
-    f = (b + 8) // 25
-    g = (b - f + 1) // 3
-    h = (19 * a + b - d - g + 15) % 30
-    i, k = divmod(c, 4)
-    l = (32 + 2 * e + 2 * i - h - k) % 7  # noqa: E741 - the algorithm's customary name
-    m = (a + 11 * h + 22 * l) // 451
-    month, day = divmod(h + l - 7 * m + 114, 31)
-    return date(year, month, day + 1)
-
-
 def _national_holidays(year: int) -> dict[date, str]:
     """Danish public holidays of one year, with Store Bededag enforced whatever the library says."""
     with _NATIONAL_LOCK:
         _ = date(year, 1, 1) in _NATIONAL  # expands `_NATIONAL` with this year
         days = {day: name for day, name in _NATIONAL.items() if day.year == year}
-    bededag = _easter_sunday(year) + timedelta(days=26)
+    bededag = easter(year) + timedelta(days=26)
     if year <= _LAST_STORE_BEDEDAG_YEAR:
         days.setdefault(bededag, STORE_BEDEDAG)
     else:
@@ -95,7 +82,7 @@ class BusinessCalendar:
         if days is None:
             days = _national_holidays(year)
             for month, day in self._recurring:
-                if month == 2 and day == 29 and not _is_leap(year):
+                if month == 2 and day == 29 and not isleap(year):
                     continue  # "02-29" only exists in leap years
                 days.setdefault(date(year, month, day), EXTRA_HOLIDAY)
             for once in self._once:
@@ -178,7 +165,3 @@ class BusinessCalendar:
         """The Copenhagen date of an instant: the day that counts for working-day rules."""
         _require_aware(now, "now")
         return now.astimezone(COPENHAGEN).date()
-
-
-def _is_leap(year: int) -> bool:
-    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)

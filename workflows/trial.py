@@ -679,14 +679,14 @@ class TrialWorkflow:
         )
 
     def _require_proposer_or_leader(self, actor: Actor, action: str) -> None:
-        if self.s.proposer_id in (actor.person_id, actor.on_behalf_of):
+        if actor.involves(self.s.proposer_id):
             return
         if eligible_on(self.s.eligible_approvers, actor.person_id, workflow.now(), self.calendar):
             return
         raise _forbidden("actor", f"only {LEADER_ACTS} may {action} this trial")
 
     def _require_proposer(self, actor: Actor, action: str) -> None:
-        if self.s.proposer_id not in (actor.person_id, actor.on_behalf_of):
+        if not actor.involves(self.s.proposer_id):
             raise _forbidden("actor", f"only the proposer may {action} this trial")
 
     def _require_taking_part(self, actor: Actor, action: str) -> str:
