@@ -22,7 +22,6 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
@@ -31,6 +30,7 @@ from api.server import uvicorn_config
 from metrics.ops_app import SignalFreeServer, run_until
 from schemas.trial import Phase
 from tests.factory import TestOrg, proposal_for
+from tests.workflow_cleanup import end_workflows
 from workers.settings import Settings
 from workflows.calendar import BusinessCalendar
 
@@ -203,7 +203,4 @@ async def api_fixture(api_server: Api) -> AsyncIterator[Api]:
         """,
         started_at,
     )
-    client = api_server.env.client
-    for row in rows:
-        with contextlib.suppress(RPCError):  # already completed
-            await client.get_workflow_handle(row["workflow_id"]).terminate("the test is over")
+    await end_workflows(api_server.env, (row["workflow_id"] for row in rows), "the test is over")

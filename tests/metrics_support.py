@@ -24,7 +24,6 @@ from temporalio.client import Client
 from temporalio.common import RetryPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -33,6 +32,7 @@ from schemas.commands import OutcomeDecision
 from schemas.trial import Phase, TrialView
 from tests.factory import FAST_POLICY, make_org
 from tests.helpers import as_, evaluation_by, free_port, running_trial, wait_for
+from tests.workflow_cleanup import end_workflows
 from trial_client.client import TrialClient
 from workers.binaries import temporal_cli
 from workers.temporal_setup import register_search_attributes
@@ -138,9 +138,7 @@ async def sdk_worker(env: WorkflowEnvironment, pool: asyncpg.Pool) -> AsyncItera
         try:
             yield worker
         finally:
-            for workflow_id in worker.started:
-                with contextlib.suppress(RPCError):  # it may have closed by itself
-                    await client.get_workflow_handle(workflow_id).terminate("test done")
+            await end_workflows(env, worker.started, "test done")
 
 
 async def adopted_trial(

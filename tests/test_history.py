@@ -32,6 +32,7 @@ from tests.helpers import (
     running_trial,
     today,
 )
+from tests.workflow_cleanup import end_workflows
 from trial_client.client import TrialClient
 from workflows.trial import TrialWorkflow
 
@@ -137,7 +138,7 @@ async def test_retried_activity_records_one_event(
         trials = TrialClient(env.client, pool, queue)
         view = await running_trial(env, trials, org)
         # nobody serves this queue after the test: end the trial so its timers hold nothing up
-        await env.client.get_workflow_handle(view.workflow_id).terminate("test finished")
+        await end_workflows(env, [view.workflow_id], "test finished")
     history = (await run_histories(env, view.workflow_id))[0]
     retried = [
         e

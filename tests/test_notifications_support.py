@@ -6,7 +6,6 @@ organisation with Teams and webhook settings and a reader in English, and a scop
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -24,7 +23,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from notifications.channels import Channels
@@ -34,6 +32,7 @@ from schemas.directory import WebhookSubscription
 from store.directory import load_directory
 from tests.factory import TestOrg, directory_for
 from tests.helpers import eventually, free_port
+from tests.workflow_cleanup import end_workflows
 from workers.settings import Settings
 
 PUBLIC_BASE_URL = "https://prove.example"
@@ -153,9 +152,7 @@ async def close_trials(env: WorkflowEnvironment, pool: asyncpg.Pool) -> AsyncIte
             list(CREATED_ORGS),
         )
         CREATED_ORGS.clear()
-        for row in rows:
-            with contextlib.suppress(RPCError):  # it may have ended by itself
-                await env.client.get_workflow_handle(row["workflow_id"]).terminate("test done")
+        await end_workflows(env, (row["workflow_id"] for row in rows), "test done")
 
 
 async def make_channel_org(
