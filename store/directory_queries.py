@@ -30,8 +30,8 @@ MAX_TREE_DEPTH = 100  # far deeper than any real organisation; bounds the walk u
 _STARTS_AT_PARENT = frozenset({Step.APPROVAL, Step.DECISION})
 
 
-class PersonRecord(BaseModel):
-    """A person as the directory holds them, with the units they belong to and lead."""
+class Contact(BaseModel):
+    """How to reach a person when a message is sent: looked up then, never kept in history."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -40,6 +40,11 @@ class PersonRecord(BaseModel):
     name: str
     email: str
     locale: str
+
+
+class PersonRecord(Contact):
+    """A person as the directory holds them, with the units they belong to and lead."""
+
     admin: bool
     units: list[UnitId]
     leads: list[UnitId]
@@ -237,18 +242,6 @@ async def is_member(pool: asyncpg.Pool, person_id: str, unit_id: str) -> bool:
         unit_id,
     )
     return bool(value)
-
-
-class Contact(BaseModel):
-    """How to reach a person when a message is sent: looked up then, never kept in history."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: PersonId
-    organisation_id: OrganisationId
-    name: str
-    email: str
-    locale: str
 
 
 class TeamsChannel(BaseModel):

@@ -33,16 +33,18 @@ WORKFLOW_TASK_OPENED = {
 WORKFLOW_TASK_CLOSED = {EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED}
 
 
-async def outstanding_tasks(handle: WorkflowHandle[object, object]) -> int:
-    """Workflow tasks (0 or 1) and activities of this run that were not finished."""
+async def in_flight(handle: WorkflowHandle[object, object]) -> tuple[bool, int]:
+    """Whether the run is still open, and how many of its workflow tasks (0 or 1) and
+    activities are unfinished."""
+    description = await handle.describe()
     workflow_task_open = False
     async for event in handle.fetch_history_events():
         if event.event_type in WORKFLOW_TASK_OPENED:
             workflow_task_open = True
         elif event.event_type in WORKFLOW_TASK_CLOSED:
             workflow_task_open = False
-    description = await handle.describe()
-    return int(workflow_task_open) + len(description.raw_description.pending_activities)
+    outstanding = int(workflow_task_open) + len(description.raw_description.pending_activities)
+    return description.status is WorkflowExecutionStatus.RUNNING, outstanding
 
 
 async def until_idle(handle: WorkflowHandle[object, object], within: float) -> bool:
@@ -51,9 +53,10 @@ async def until_idle(handle: WorkflowHandle[object, object], within: float) -> b
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while True:
-        if (await handle.describe()).status is not WorkflowExecutionStatus.RUNNING:
+        running, outstanding = await in_flight(handle)
+        if not running:
             return False
-        if not await outstanding_tasks(handle) or loop.time() >= deadline:
+        if not outstanding or loop.time() >= deadline:
             return True
         await asyncio.sleep(0.02)
 
@@ -73,5 +76,6 @@ async def end_workflows(
                 continue
             raise
         if env.supports_time_skipping_v1:
-            for _ in range(await outstanding_tasks(handle)):
+            _, outstanding = await in_flight(handle)
+            for _ in range(outstanding):
                 await env.client.test_service.unlock_time_skipping(UnlockTimeSkippingRequest())
